@@ -1,0 +1,152 @@
+"""The converted-embedding artifact on disk: one directory, written atomically.
+
+    DIR/table.safetensors  "table": (vocab_size + oov_buckets, dim) float32
+    DIR/vocab.txt          the module's vocabulary, one token per line (UTF-8, "\\n"-terminated)
+    DIR/meta.json          source, sizes, hash, text recipe, combiner, sha256 of both files,
+                           and the parity figure measured against TensorFlow
+
+Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+FORMAT = "fakenews_pl.hub_embedding/1"
+TABLE_FILE = "table.safetensors"
+VOCAB_FILE = "vocab.txt"
+META_FILE = "meta.json"
+TABLE_KEY = "table"
+
+
+class ArtifactError(ValueError):
+    """A converted embedding directory is missing, incomplete or has been altered."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_vocab(path: str | os.PathLike, vocab: list[str]) -> None:
+    for i, token in enumerate(vocab):
+        if "\n" in token or not token:
+            raise ArtifactError(f"vocabulary token {i} ({token!r}) is empty or holds a newline")
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.writelines(f"{token}\n" for token in vocab)
+
+
+def read_vocab(path: str | os.PathLike) -> list[str]:
+    data = Path(path).read_bytes()
+    if data and not data.endswith(b"\n"):
+        raise ArtifactError(f"{path}: the last vocabulary line is not newline-terminated")
+    try:
+        return data.decode("utf-8").split("\n")[:-1] if data else []
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"{path}: not UTF-8 at byte {e.start}") from None
+
+
+def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
+    path = Path(directory) / META_FILE
+    if not path.is_file():
+        raise ArtifactError(
+            f"{directory} is not a converted embedding: {META_FILE} is missing "
+            "(make one with scripts/convert_tfhub.py SOURCE OUT_DIR)"
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    if meta.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+    return meta
+
+
+def verify_checksums(directory: str | os.PathLike, meta: dict[str, Any]) -> None:
+    """Refuse a table or vocabulary whose sha256 differs from the one recorded at conversion."""
+    for name, expected in meta["sha256"].items():
+        path = Path(directory) / name
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ArtifactError(
+                f"{path}: sha256 {actual} does not match {expected} recorded in {META_FILE}; "
+                "the file is truncated or altered, convert the module again"
+            )
+
+
+def write_artifact(
+    directory: str | os.PathLike, table: Any, vocab: list[str], meta: dict[str, Any]
+) -> None:
+    """Write table, vocabulary and meta.json (with checksums) into `directory`.
+
+    `table` is a (vocab + oov_buckets, dim) float tensor; `meta` holds at least `source`,
+    `oov_buckets`, `recipe` (a `TextRecipe.to_dict()`) and `combiner`.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    table = table.detach().to(torch.float32).contiguous()
+    if table.shape[0] != len(vocab) + meta["oov_buckets"]:
+        raise ArtifactError(
+            f"table has {table.shape[0]} rows, expected vocab {len(vocab)} + "
+            f"OOV buckets {meta['oov_buckets']}"
+        )
+    save_file({TABLE_KEY: table}, str(Path(directory) / TABLE_FILE))
+    write_vocab(Path(directory) / VOCAB_FILE, vocab)
+    write_meta(
+        directory,
+        {
+            **meta,
+            "dim": int(table.shape[1]),
+            "vocab_size": len(vocab),
+            "num_rows": int(table.shape[0]),
+            "hash": "farmhash.fingerprint64",
+        },
+    )
+
+
+def write_meta(directory: str | os.PathLike, meta: dict[str, Any]) -> None:
+    meta = {"format": FORMAT, **meta}
+    meta["sha256"] = {
+        name: sha256_file(Path(directory) / name) for name in (TABLE_FILE, VOCAB_FILE)
+    }
+    (Path(directory) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_directory(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of `out_dir`; rename it into place only if the block succeeds.
+
+    On any exception, Ctrl-C included, the temporary directory is removed and `out_dir` is
+    left as it was.
+    """
+    out = Path(out_dir).absolute()
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists (pass overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

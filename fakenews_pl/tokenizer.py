@@ -1,0 +1,191 @@
+"""Text -> token ids exactly as a TF-Hub text-embedding module computes them.
+
+A module's text handling is a `TextRecipe` read from its graph by `fakenews_pl.convert`:
+string transforms in graph order (`StaticRegexReplace`/`RegexReplace`, `StringLower`), a split
+(`StringSplitV2` on a separator or on ASCII whitespace, or the v1 `StringSplit` on any of a set
+of characters with optional empty-token skipping), and what an empty row becomes (the `""` token
+in the public exporters, else a zero vector).
+
+The string work runs vectorised in Apache Arrow, whose regex engine is RE2 like TensorFlow's, so
+`\\pP` means Unicode punctuation exactly as it does in the module. Token lookup mirrors
+`tf.lookup.StaticVocabularyTable`: vocabulary line number, else
+`vocab_size + Fingerprint64(token) % oov_buckets` (farmhash, as `StringToHashBucketFast`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import farmhash
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SPLIT_KINDS = ("sep", "whitespace", "any_of")
+LOWER_ENCODINGS = ("ascii", "utf-8")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextRecipe:
+    """How a module turns a sentence into tokens.
+
+    steps: string transforms in order, each `{"op": "regex_replace", "pattern", "rewrite",
+        "replace_global"}` or `{"op": "lower", "encoding": "ascii" | "utf-8"}`.
+    split: "sep" (StringSplitV2 with `sep`; keeps empty tokens, like Python's `str.split(sep)`),
+        "whitespace" (StringSplitV2 with no sep: runs of ASCII whitespace, no empty tokens) or
+        "any_of" (v1 StringSplit: any character of `sep` delimits).
+    skip_empty: drop empty tokens after splitting (v1 StringSplit's `skip_empty`).
+    maxsplit: StringSplitV2's `maxsplit` (-1: no limit).
+    empty_row_token: the token an empty row is filled with, or None for a zero vector.
+    """
+
+    steps: tuple[dict[str, Any], ...] = (
+        {"op": "regex_replace", "pattern": r"\pP", "rewrite": "", "replace_global": True},
+    )
+    split: str = "sep"
+    sep: str = " "
+    skip_empty: bool = False
+    maxsplit: int = -1
+    empty_row_token: str | None = ""
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLIT_KINDS:
+            raise ValueError(f"recipe split must be one of {SPLIT_KINDS}, got {self.split!r}")
+        if self.split != "whitespace" and not self.sep:
+            raise ValueError(f"recipe split {self.split!r} needs a non-empty sep")
+        if self.split != "sep" and self.maxsplit != -1:
+            raise ValueError("maxsplit is only supported with split='sep'")
+        for step in self.steps:
+            if step.get("op") == "lower" and step.get("encoding") not in LOWER_ENCODINGS:
+                raise ValueError(f"lower step needs encoding in {LOWER_ENCODINGS}: {step}")
+            elif step.get("op") not in ("lower", "regex_replace"):
+                raise ValueError(f"unknown recipe step {step}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "steps": [dict(s) for s in self.steps]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TextRecipe:
+        return cls(**{**data, "steps": tuple(dict(s) for s in data["steps"])})
+
+
+class HubTokenizer:
+    """Turns texts into flat token ids + bag offsets for `nn.EmbeddingBag`."""
+
+    def __init__(self, vocab: Sequence[str], oov_buckets: int, recipe: TextRecipe) -> None:
+        if oov_buckets < 0:
+            raise ValueError(f"oov_buckets must be >= 0, got {oov_buckets}")
+        self.vocab_size = len(vocab)
+        self.oov_buckets = oov_buckets
+        self.recipe = recipe
+        # First occurrence wins, as the line number a text-file table would hold.
+        self._index: dict[str, int] = {}
+        for i, token in enumerate(vocab):
+            self._index.setdefault(token, i)
+
+    def token_id(self, token: str) -> int:
+        """The id of one token; -1 for an unknown token when the module has no OOV buckets."""
+        idx = self._index.get(token, -1)
+        if idx < 0 and self.oov_buckets:
+            idx = self.vocab_size + farmhash.fingerprint64(token.encode("utf-8")) % self.oov_buckets
+        return idx
+
+    def split(self, texts: Sequence[str]) -> tuple[pa.Array, np.ndarray]:
+        """Normalise and split: flat token strings and per-text token counts (before filling)."""
+        arr = _as_arrow(texts)
+        for step in self.recipe.steps:
+            arr = _apply_step(arr, step)
+        lists = _split(arr, self.recipe)
+        values = lists.flatten()
+        lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+        if self.recipe.skip_empty or self.recipe.split == "whitespace":
+            keep = pc.binary_length(values).to_numpy(zero_copy_only=False) > 0
+            if not keep.all():
+                rows = np.repeat(np.arange(len(lengths)), lengths)
+                lengths = np.bincount(rows[keep], minlength=len(lengths)).astype(np.int64)
+                values = values.filter(pa.array(keep))
+        return values, lengths
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
+        """The tokens of each text as the module sees them (empty rows filled)."""
+        values, lengths = self.split(texts)
+        flat = values.to_pylist()
+        out, start = [], 0
+        for n in lengths:
+            row = flat[start : start + n]
+            if n == 0 and self.recipe.empty_row_token is not None:
+                row = [self.recipe.empty_row_token]
+            out.append(row)
+            start += n
+        return out
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Texts -> (ids, offsets): int64 arrays, `offsets[i]` is where text i's bag starts.
+
+        `(total_tokens,) ids, (N,) offsets`; an empty row holds the fill token or nothing.
+        """
+        values, lengths = self.split(texts)
+        index_get = self._index.get
+        ids = np.array([index_get(t, -1) for t in values.to_pylist()], dtype=np.int64)
+        oov = np.flatnonzero(ids < 0)
+        if len(oov) and self.oov_buckets:
+            tokens = values.take(pa.array(oov)).to_pylist()
+            ids[oov] = [self.token_id(t) for t in tokens]
+        elif len(oov):
+            # No OOV buckets: TF's safe lookup prunes the -1 ids.
+            keep = ids >= 0
+            rows = np.repeat(np.arange(len(lengths)), lengths)
+            lengths = np.bincount(rows[keep], minlength=len(lengths)).astype(np.int64)
+            ids = ids[keep]
+        if self.recipe.empty_row_token is not None:
+            empty = np.flatnonzero(lengths == 0)
+            if len(empty):
+                starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+                fill_id = self.token_id(self.recipe.empty_row_token)
+                if fill_id >= 0:
+                    ids = np.insert(ids, starts[empty], fill_id)
+                    lengths[empty] = 1
+        offsets = np.zeros(len(lengths), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        return ids, offsets
+
+
+def _as_arrow(texts: Sequence[str]) -> pa.Array:
+    if isinstance(texts, str):
+        raise TypeError("expected a sequence of texts, got a single str")
+    try:
+        return pa.array(texts, type=pa.large_string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"text {i} is {type(text).__name__} {text!r}, expected str"
+                ) from None
+        raise
+
+
+def _apply_step(arr: pa.Array, step: dict[str, Any]) -> pa.Array:
+    if step["op"] == "regex_replace":
+        return pc.replace_substring_regex(
+            arr,
+            pattern=step["pattern"],
+            replacement=step["rewrite"],
+            max_replacements=None if step.get("replace_global", True) else 1,
+        )
+    if step["encoding"] == "ascii":
+        return pc.ascii_lower(arr)
+    # ICU's full Unicode lowercasing, as TF's StringLower(encoding="utf-8"); Python's str.lower
+    # applies the same SpecialCasing rules (final sigma, dotted capital I).
+    return pa.array([s.lower() for s in arr.to_pylist()], type=pa.large_string())
+
+
+def _split(arr: pa.Array, recipe: TextRecipe) -> pa.LargeListArray:
+    if recipe.split == "whitespace":
+        return pc.ascii_split_whitespace(arr)
+    if recipe.split == "sep" or len(recipe.sep) == 1:
+        max_splits = recipe.maxsplit if recipe.maxsplit > 0 else None
+        return pc.split_pattern(arr, pattern=recipe.sep, max_splits=max_splits)
+    chars = "".join(f"\\x{{{ord(c):x}}}" for c in recipe.sep)
+    return pc.split_pattern_regex(arr, pattern=f"[{chars}]")
