@@ -1,0 +1,57 @@
+"""Convert a TF-Hub text embedding into a verified fakenews_pl artifact.
+
+    python scripts/convert_tfhub.py nnlm128 artifacts/embeddings/nnlm128
+    python scripts/convert_tfhub.py /path/to/saved_model out_dir --probe-file my_sentences.txt
+
+SOURCE is a local SavedModel directory, a TF-Hub handle or URL, or one of the short names
+gnews20, nnlm50, nnlm128, wiki250. OUT_DIR appears only once the conversion has been verified
+against TensorFlow; on any failure (or Ctrl-C) nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fakenews_pl.convert import DEFAULT_TOLERANCE, HUB_MODULES, ConversionError, convert
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", help=f"SavedModel dir, TF-Hub handle/URL, or {list(HUB_MODULES)}")
+    parser.add_argument("out_dir", type=Path, help="artifact directory to create")
+    parser.add_argument("--probe-file", type=Path, help="extra probe sentences, one per line")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="largest allowed |TF - torch| (default %(default)g)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    args = parser.parse_args(argv)
+    probes = []
+    if args.probe_file:
+        try:
+            probes = args.probe_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            parser.error(f"--probe-file {args.probe_file}: {e}")
+    try:
+        meta = convert(args.source, args.out_dir, probes, args.tolerance, args.overwrite)
+    except (ConversionError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+    parity = meta["parity"]
+    print(
+        f"wrote {args.out_dir}: {meta['num_rows']:,} x {meta['dim']} ({meta['vocab_size']:,} "
+        f"tokens + {meta['oov_buckets']} OOV buckets), max |TF - torch| = "
+        f"{parity['max_abs_diff']:.2g} over {parity['probes']} probes"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
