@@ -1,0 +1,321 @@
+"""Conversion parity: every recipe the exporters use, converted and compared with TensorFlow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from fakenews_pl import convert as convert_mod  # noqa: E402
+from fakenews_pl.convert import ConversionError, ParityError, convert, default_probes  # noqa: E402
+from fakenews_pl.embedding import HubEmbedding  # noqa: E402
+from fakenews_pl.hub_module import export_text_embedding  # noqa: E402
+
+pytestmark = pytest.mark.tf
+
+REPO = Path(__file__).resolve().parents[1]
+VOCAB = [
+    "the",
+    "a",
+    "news",
+    "fake",
+    "true",
+    "Hello",
+    "hello",
+    "HELLO",
+    "world",
+    "don't",
+    "dont",
+    "U.S.",
+    "US",
+    "us",
+    "café",
+    "naïve",
+    "straße",
+    "istanbul",
+    "i̇stanbul",
+    "σοφια",
+    "ΣΟΦΙΑ",
+    "Москва",
+    "москва",
+    "北京",
+    "東京",
+    "😀",
+    "e-mail",
+    "email",
+    "3",
+    "45",
+    "pm",
+    "p.m.",
+    "...",
+    "C++",
+    "#hashtag",
+    "@user",
+    "hashtag",
+    "user",
+    "it's",
+    "its",
+    "combining",
+    "é",
+]
+# Sentences that separate the recipes: double spaces, tabs, empty rows, case, punctuation.
+EDGE = default_probes(VOCAB) + [
+    "The  fake\tnews",
+    "HELLO World",
+    "Hello, world!",
+    "it's the U.S. e-mail",
+    "ΣΟΦΙΑ Москва",
+    "\t",
+    "\n\n",
+    " the ",
+    "the the the",
+    "...!!!",
+    "Café NAÏVE Straße",
+    "İstanbul",
+]
+
+# name -> export_text_embedding options
+RECIPES = {
+    "v2_exporter": dict(oov_buckets=3),
+    "no_punct_strip": dict(oov_buckets=2, strip_punctuation=False),
+    "v1_skip_empty": dict(oov_buckets=4, split="v1"),
+    "ascii_lower": dict(oov_buckets=1, lower="ascii"),
+    "utf8_lower_whitespace": dict(oov_buckets=5, lower="utf-8", split="whitespace"),
+    "many_buckets_mean": dict(oov_buckets=97, combiner="mean"),
+    "sum_combiner": dict(oov_buckets=3, combiner="sum", strip_punctuation=False, split="v1"),
+}
+
+
+@pytest.fixture(scope="module")
+def modules(tmp_path_factory) -> dict[str, Path]:
+    """One small TF-Hub-format SavedModel per recipe."""
+    root = tmp_path_factory.mktemp("hub")
+    out = {}
+    for i, (name, options) in enumerate(RECIPES.items()):
+        rng = np.random.default_rng(i)
+        table = rng.normal(size=(len(VOCAB) + options["oov_buckets"], 16)).astype(np.float32)
+        out[name] = export_text_embedding(root / name, VOCAB, table, **options)
+    return out
+
+
+@pytest.fixture(scope="module")
+def converted(modules, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("converted")
+    for name, path in modules.items():
+        convert(str(path), root / name, show_progress=False)
+    return {name: root / name for name in modules}
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_converted_embedding_equals_tensorflow(name, modules, converted):
+    expected = convert_mod.tf_embed_fn(modules[name])(EDGE)
+    actual = HubEmbedding.load(converted[name]).embed_texts(EDGE).numpy()
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_token_ids_equal_the_modules_own(name, modules, converted):
+    """Integer-exact: our ids/offsets against the module's `_tokenize` (sparse ids per row)."""
+    module = tf.saved_model.load(str(modules[name]))
+    indices, ids, _ = module._tokenize(tf.constant(EDGE))
+    rows = indices.numpy()[:, 0]
+    tokenizer = HubEmbedding.load(converted[name]).tokenizer
+    ours, offsets = tokenizer.encode(EDGE)
+    assert ours.tolist() == ids.numpy().tolist()
+    np.testing.assert_array_equal(offsets, np.searchsorted(rows, np.arange(len(EDGE))))
+
+
+def test_recipe_is_read_from_the_graph(converted):
+    def meta(name):
+        return HubEmbedding.load(converted[name]).meta
+
+    v2, v1 = meta("v2_exporter"), meta("v1_skip_empty")
+    assert v2["recipe"]["split"] == "sep" and v2["recipe"]["skip_empty"] is False
+    assert v2["recipe"]["steps"] == [
+        {"op": "regex_replace", "pattern": r"\pP", "rewrite": "", "replace_global": True}
+    ]
+    assert v2["recipe"]["empty_row_token"] == ""
+    assert v1["recipe"]["split"] == "any_of" and v1["recipe"]["skip_empty"] is True
+    assert meta("no_punct_strip")["recipe"]["steps"] == []
+    assert meta("ascii_lower")["recipe"]["steps"][-1] == {"op": "lower", "encoding": "ascii"}
+    utf8 = meta("utf8_lower_whitespace")
+    assert utf8["recipe"]["steps"][-1] == {"op": "lower", "encoding": "utf-8"}
+    assert utf8["recipe"]["split"] == "whitespace"
+    assert meta("many_buckets_mean")["oov_buckets"] == 97
+    assert meta("many_buckets_mean")["combiner"] == "mean"
+    assert meta("sum_combiner")["combiner"] == "sum"
+    assert v2["parity"]["max_abs_diff"] <= 1e-5 and v2["parity"]["probes"] >= 30
+    assert v2["vocab_size"] == len(VOCAB) and v2["num_rows"] == len(VOCAB) + 3
+
+
+def test_oov_hash_equals_tensorflow(converted):
+    tokenizer = HubEmbedding.load(converted["many_buckets_mean"]).tokenizer
+    rng = np.random.default_rng(0)
+    tokens = ["", " ", "unknownword", "Ωμέγα", "😀😀", "a" * 1000] + [
+        "".join(chr(c) for c in rng.integers(32, 0x2FFF, size=rng.integers(1, 12)))
+        for _ in range(2000)
+    ]
+    tokens = [t for t in tokens if t not in VOCAB]
+    expected = tf.strings.to_hash_bucket_fast(tokens, 97).numpy() + len(VOCAB)
+    assert [tokenizer.token_id(t) for t in tokens] == expected.tolist()
+
+
+def test_punctuation_class_matches_re2_for_every_code_point():
+    """`\\pP` in our tokenizer (Arrow's RE2) deletes exactly what TensorFlow's RE2 deletes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    expected = tf.strings.regex_replace(chars, r"\pP", "").numpy()
+    actual = pc.replace_substring_regex(pa.array(chars), r"\pP", "").to_numpy(zero_copy_only=False)
+    removed_tf = {c for c, e in zip(chars, expected, strict=True) if e == b""}
+    removed_ours = {c for c, a in zip(chars, actual, strict=True) if a == ""}
+    assert len(removed_tf) > 500  # the class is real: ASCII and Unicode punctuation
+    assert removed_ours == removed_tf
+
+
+def _custom_module(path: Path, tokenize) -> Path:
+    """A SavedModel whose text handling is `tokenize(sentences) -> RaggedTensor of tokens`."""
+    vocab_file = path.parent / f"{path.name}-tokens.txt"
+    vocab_file.write_text("".join(f"{t}\n" for t in VOCAB), encoding="utf-8")
+
+    class Module(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.vocab = tf.saved_model.Asset(str(vocab_file))
+            init = tf.lookup.TextFileInitializer(
+                self.vocab,
+                tf.string,
+                tf.lookup.TextFileIndex.WHOLE_LINE,
+                tf.int64,
+                tf.lookup.TextFileIndex.LINE_NUMBER,
+            )
+            self.table = tf.lookup.StaticVocabularyTable(init, num_oov_buckets=2)
+            self.embeddings = tf.Variable(tf.random.normal([len(VOCAB) + 2, 8], seed=1))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def __call__(self, sentences):
+            tokens = tokenize(sentences).to_sparse()
+            tokens, _ = tf.sparse.fill_empty_rows(tokens, "")
+            ids = tf.SparseTensor(
+                tokens.indices, self.table.lookup(tokens.values), tokens.dense_shape
+            )
+            return tf.nn.safe_embedding_lookup_sparse(self.embeddings, ids, None, "sqrtn")
+
+    tf.saved_model.save(Module(), str(path))
+    return path
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
+
+
+def test_uninterpretable_module_is_refused_and_leaves_nothing(tmp_path):
+    module = _custom_module(
+        tmp_path / "strip", lambda s: tf.strings.split(tf.strings.strip(s), " ")
+    )
+    out = tmp_path / "out"
+    with pytest.raises(ConversionError, match="StringStrip"):
+        convert(str(module), out, show_progress=False)
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_module_without_split_names_the_ops_it_found(tmp_path):
+    module = _custom_module(tmp_path / "bytes", lambda s: tf.strings.unicode_split(s, "UTF-8"))
+    with pytest.raises(ConversionError, match=r"StringSplit.*found none.*ops in the graph"):
+        convert(str(module), tmp_path / "out", show_progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_behaviour_the_graph_walk_cannot_see_fails_verification(tmp_path):
+    """Lowercasing applied to tokens after the split is invisible to the recipe reader, so
+    the converted tokenizer disagrees with TF; verification must refuse to write anything."""
+
+    def lower_after_split(s):
+        return tf.strings.lower(tf.strings.split(s, " "))
+
+    module = _custom_module(tmp_path / "late_lower", lower_after_split)
+    with pytest.raises(ParityError, match="differs from TensorFlow"):
+        convert(str(module), tmp_path / "out", show_progress=False)
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_interrupted_conversion_leaves_nothing(modules, tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(convert_mod, "measure_parity", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        convert(str(modules["v2_exporter"]), tmp_path / "out", show_progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_kept_unless_overwrite(modules, converted, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError):
+        convert(str(modules["v2_exporter"]), out, show_progress=False)
+    assert (out / "keep.txt").read_text() == "mine"
+    convert(str(modules["v2_exporter"]), out, overwrite=True, show_progress=False)
+    assert not (out / "keep.txt").exists() and (out / "meta.json").is_file()
+    assert _leftovers(tmp_path) == []
+
+
+def test_short_names_resolve_through_tensorflow_hub(modules, monkeypatch):
+    import tensorflow_hub as hub
+
+    asked = []
+
+    def fake_resolve(handle):
+        asked.append(handle)
+        return str(modules["v2_exporter"])
+
+    monkeypatch.setattr(hub, "resolve", fake_resolve)
+    path, source = convert_mod.resolve_source("nnlm128")
+    assert asked == ["https://tfhub.dev/google/tf2-preview/nnlm-en-dim128/1"]
+    assert source == asked[0] and path == modules["v2_exporter"]
+    with pytest.raises(ConversionError, match="neither a SavedModel directory"):
+        convert_mod.resolve_source("no-such-thing")
+
+
+def test_cli_converts_and_reports(modules, tmp_path):
+    probes = tmp_path / "probes.txt"
+    probes.write_text("my own  sentence\nAnother, one!\n", encoding="utf-8")
+    out = tmp_path / "cli"
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "convert_tfhub.py"),
+            str(modules["v1_skip_empty"]),
+            str(out),
+            "--probe-file",
+            str(probes),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "max |TF - torch|" in run.stdout
+    meta = HubEmbedding.load(out).meta
+    assert meta["parity"]["probes"] == len(default_probes(VOCAB)) + 2
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "convert_tfhub.py"),
+            str(tmp_path / "missing"),
+            str(tmp_path / "never"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 1 and "neither a SavedModel directory" in bad.stderr
+    assert not (tmp_path / "never").exists()
