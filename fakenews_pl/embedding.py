@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from fakenews_pl import artifact
+from fakenews_pl.pooling import pool_bags
 from fakenews_pl.tokenizer import HubTokenizer, TextRecipe
 
 COMBINERS = ("sqrtn", "mean", "sum")
@@ -44,10 +45,9 @@ class HubEmbedding(nn.Module):
         self.tokenizer = tokenizer
         self.combiner = combiner
         self.meta = dict(meta or {})
-        # sqrtn is a sum divided by sqrt(bag size), as TF's SparseSegmentSqrtN does it.
-        mode = "mean" if combiner == "mean" else "sum"
+        # The bag holds the table and the sparse flag; pooling is `pool_bags` (TF's order).
         self.bag = nn.EmbeddingBag.from_pretrained(
-            table.float(), freeze=not trainable, mode=mode, sparse=sparse
+            table.float(), freeze=not trainable, mode="sum", sparse=sparse
         )
 
     @classmethod
@@ -103,12 +103,12 @@ class HubEmbedding(nn.Module):
         self.bag.weight.requires_grad_(trainable)
 
     def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """(total_tokens,) ids, (B,) offsets -> (B, D) pooled vectors; empty bags give zeros."""
-        pooled = self.bag(ids, offsets)
-        if self.combiner == "sqrtn":
-            counts = torch.diff(offsets, append=offsets.new_tensor([ids.numel()]))
-            pooled = pooled / counts.clamp(min=1).to(pooled.dtype).sqrt().unsqueeze(1)
-        return pooled
+        """(total_tokens,) ids, (B,) offsets -> (B, D) pooled vectors; empty bags give zeros.
+
+        Summed in the float32 order of TF's SparseSegmentSqrtN/Mean/Sum kernel, so the output
+        equals the Hub module's bit for bit on CPU, for texts of any length.
+        """
+        return pool_bags(self.bag.weight, ids, offsets, self.combiner, sparse=self.bag.sparse)
 
     def encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts -> (ids, offsets) tensors for `forward`."""
