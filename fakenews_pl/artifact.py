@@ -126,6 +126,12 @@ def write_meta(directory: str | os.PathLike, meta: dict[str, Any]) -> None:
     (Path(directory) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
+def update_meta(directory: str | os.PathLike, extra: dict[str, Any]) -> None:
+    """Add keys to meta.json, keeping the recorded checksums."""
+    meta = read_meta(directory) | extra
+    (Path(directory) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
 @contextlib.contextmanager
 def atomic_directory(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `out_dir`; rename it into place only if the block succeeds.

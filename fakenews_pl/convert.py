@@ -15,6 +15,7 @@ This is the only module (with `hub_module`) that imports TensorFlow, and only wh
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import random
@@ -415,28 +416,33 @@ def tf_embed_fn(saved_model_dir: str | os.PathLike):
     return embed
 
 
+def tf_outputs(
+    saved_model_dir: str | os.PathLike, probes: Sequence[str], batch: int = 64
+) -> np.ndarray:
+    """(len(probes), D) float64 outputs of TensorFlow itself; the module is freed on return,
+    so its copy of the table is gone before the converter reads its own."""
+    tf_embed = tf_embed_fn(saved_model_dir)
+    chunks = [tf_embed(probes[i : i + batch]) for i in range(0, len(probes), batch)]
+    del tf_embed
+    gc.collect()
+    return np.concatenate(chunks).astype(np.float64)
+
+
 def measure_parity(
-    saved_model_dir: str | os.PathLike,
-    artifact_dir: str | os.PathLike,
-    probes: Sequence[str],
-    batch: int = 64,
+    expected: np.ndarray, artifact_dir: str | os.PathLike, probes: Sequence[str], batch: int = 64
 ) -> tuple[float, str]:
     """Largest |TF - ours| over the probes, and the probe where it occurs."""
     from fakenews_pl.embedding import HubEmbedding
 
-    tf_embed = tf_embed_fn(saved_model_dir)
     ours = HubEmbedding.load(artifact_dir)
-    worst, worst_probe = 0.0, ""
-    for start in range(0, len(probes), batch):
-        chunk = list(probes[start : start + batch])
-        expected = tf_embed(chunk).astype(np.float64)
-        actual = ours.embed_texts(chunk).numpy().astype(np.float64)
-        if expected.shape != actual.shape:
-            raise ParityError(f"TensorFlow returned {expected.shape}, ours {actual.shape}")
-        diff = np.abs(expected - actual).max(axis=1)
-        if diff.max() > worst or not np.isfinite(diff.max()):
-            worst, worst_probe = float(diff.max()), chunk[int(diff.argmax())]
-    return worst, worst_probe
+    actual = np.concatenate(
+        [ours.embed_texts(probes[i : i + batch]).numpy() for i in range(0, len(probes), batch)]
+    ).astype(np.float64)
+    if expected.shape != actual.shape:
+        raise ParityError(f"TensorFlow returned {expected.shape}, ours {actual.shape}")
+    diff = np.abs(expected - actual).max(axis=1)
+    diff[~np.isfinite(diff)] = np.inf
+    return float(diff.max()), probes[int(diff.argmax())]
 
 
 # --------------------------------------------------------------------------- conversion
@@ -471,6 +477,9 @@ def convert(
             module_dir, source_name = resolve_source(source)
         with _step(progress, "Reading the graph and vocabulary"):
             spec = read_module_spec(module_dir)
+        all_probes = default_probes(spec.vocab) + list(probes)
+        with _step(progress, f"Embedding {len(all_probes)} probes with TensorFlow"):
+            expected = tf_outputs(module_dir, all_probes)
         rows = len(spec.vocab) + spec.oov_buckets
         with _step(progress, f"Reading the {rows:,}-row table"):
             table, variable = read_table(module_dir, rows)
@@ -487,9 +496,8 @@ def convert(
                 }
                 artifact.write_artifact(tmp, torch.from_numpy(table), list(spec.vocab), meta)
                 del table
-            all_probes = default_probes(spec.vocab) + list(probes)
-            with _step(progress, f"Verifying against TensorFlow on {len(all_probes)} probes"):
-                worst, worst_probe = measure_parity(module_dir, tmp, all_probes)
+            with _step(progress, "Comparing the converted module with TensorFlow"):
+                worst, worst_probe = measure_parity(expected, tmp, all_probes)
             if not worst <= tolerance:
                 raise ParityError(
                     f"converted embedding differs from TensorFlow by {worst:.3g} (> tolerance "
@@ -500,5 +508,5 @@ def convert(
                 "tolerance": tolerance,
                 "probes": len(all_probes),
             }
-            artifact.write_meta(tmp, artifact.read_meta(tmp) | {"parity": meta["parity"]})
+            artifact.update_meta(tmp, {"parity": meta["parity"]})
     return artifact.read_meta(out_dir)

@@ -89,8 +89,16 @@ class HubTokenizer:
         """The id of one token; -1 for an unknown token when the module has no OOV buckets."""
         idx = self._index.get(token, -1)
         if idx < 0 and self.oov_buckets:
-            idx = self.vocab_size + farmhash.fingerprint64(token.encode("utf-8")) % self.oov_buckets
+            idx = int(self._hash_buckets([token])[0])
         return idx
+
+    def _hash_buckets(self, tokens: list[str]) -> np.ndarray:
+        """OOV ids: vocab_size + Fingerprint64(utf-8) % buckets, as StringToHashBucketFast."""
+        fingerprint = farmhash.fingerprint64
+        hashes = np.fromiter(
+            (fingerprint(t.encode("utf-8")) for t in tokens), dtype=np.uint64, count=len(tokens)
+        )
+        return self.vocab_size + (hashes % np.uint64(self.oov_buckets)).astype(np.int64)
 
     def split(self, texts: Sequence[str]) -> tuple[pa.Array, np.ndarray]:
         """Normalise and split: flat token strings and per-text token counts (before filling)."""
@@ -127,12 +135,12 @@ class HubTokenizer:
         `(total_tokens,) ids, (N,) offsets`; an empty row holds the fill token or nothing.
         """
         values, lengths = self.split(texts)
+        tokens = values.to_pylist()
         index_get = self._index.get
-        ids = np.array([index_get(t, -1) for t in values.to_pylist()], dtype=np.int64)
+        ids = np.array([index_get(t, -1) for t in tokens], dtype=np.int64)
         oov = np.flatnonzero(ids < 0)
         if len(oov) and self.oov_buckets:
-            tokens = values.take(pa.array(oov)).to_pylist()
-            ids[oov] = [self.token_id(t) for t in tokens]
+            ids[oov] = self._hash_buckets([tokens[i] for i in oov])
         elif len(oov):
             # No OOV buckets: TF's safe lookup prunes the -1 ids.
             keep = ids >= 0

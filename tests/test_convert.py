@@ -250,7 +250,7 @@ def test_interrupted_conversion_leaves_nothing(modules, tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(convert_mod, "measure_parity", interrupt)
+    monkeypatch.setattr(convert_mod, "read_table", interrupt)
     with pytest.raises(KeyboardInterrupt):
         convert(str(modules["v2_exporter"]), tmp_path / "out", show_progress=False)
     assert list(tmp_path.iterdir()) == []
