@@ -15,6 +15,7 @@ from fakenews_pl import convert as convert_mod  # noqa: E402
 from fakenews_pl.convert import ConversionError, ParityError, convert, default_probes  # noqa: E402
 from fakenews_pl.embedding import HubEmbedding  # noqa: E402
 from fakenews_pl.hub_module import export_text_embedding  # noqa: E402
+from fakenews_pl.tokenizer import SMALL_BATCH, _apply_steps_python  # noqa: E402
 
 pytestmark = pytest.mark.tf
 
@@ -120,15 +121,19 @@ def test_converted_embedding_equals_tensorflow(name, modules, converted):
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
-def test_token_ids_equal_the_modules_own(name, modules, converted):
-    """Integer-exact: our ids/offsets against the module's `_tokenize` (sparse ids per row)."""
+@pytest.mark.parametrize("copies", [1, 6], ids=["per-text", "arrow"])
+def test_token_ids_equal_the_modules_own(name, copies, modules, converted):
+    """Integer-exact: our ids/offsets against the module's `_tokenize` (sparse ids per row),
+    for a small batch (string steps per text) and a large one (vectorised in Arrow)."""
+    texts = EDGE * copies
+    assert (len(texts) >= SMALL_BATCH) == (copies > 1)
     module = tf.saved_model.load(str(modules[name]))
-    indices, ids, _ = module._tokenize(tf.constant(EDGE))
+    indices, ids, _ = module._tokenize(tf.constant(texts))
     rows = indices.numpy()[:, 0]
     tokenizer = HubEmbedding.load(converted[name]).tokenizer
-    ours, offsets = tokenizer.encode(EDGE)
+    ours, offsets = tokenizer.encode(texts)
     assert ours.tolist() == ids.numpy().tolist()
-    np.testing.assert_array_equal(offsets, np.searchsorted(rows, np.arange(len(EDGE))))
+    np.testing.assert_array_equal(offsets, np.searchsorted(rows, np.arange(len(texts))))
 
 
 def test_recipe_is_read_from_the_graph(converted):
@@ -167,17 +172,40 @@ def test_oov_hash_equals_tensorflow(converted):
 
 
 def test_punctuation_class_matches_re2_for_every_code_point():
-    """`\\pP` in our tokenizer (Arrow's RE2) deletes exactly what TensorFlow's RE2 deletes."""
+    """`\\pP` deletes exactly what TensorFlow's RE2 deletes, in both of our engines:
+    Arrow's RE2 (large batches) and google-re2 (per text, small batches)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
     expected = tf.strings.regex_replace(chars, r"\pP", "").numpy()
-    actual = pc.replace_substring_regex(pa.array(chars), r"\pP", "").to_numpy(zero_copy_only=False)
+    arrow = pc.replace_substring_regex(pa.array(chars), r"\pP", "").to_numpy(zero_copy_only=False)
+    steps = ({"op": "regex_replace", "pattern": r"\pP", "rewrite": "", "replace_global": True},)
+    per_text = _apply_steps_python(chars, steps)
     removed_tf = {c for c, e in zip(chars, expected, strict=True) if e == b""}
-    removed_ours = {c for c, a in zip(chars, actual, strict=True) if a == ""}
     assert len(removed_tf) > 500  # the class is real: ASCII and Unicode punctuation
-    assert removed_ours == removed_tf
+    assert {c for c, a in zip(chars, arrow, strict=True) if a == ""} == removed_tf
+    assert {c for c, a in zip(chars, per_text, strict=True) if a == ""} == removed_tf
+
+
+def test_regex_groups_and_first_match_only_are_reproduced(tmp_path):
+    """A RegexReplace with groups in the rewrite, and a replace_global=False one."""
+
+    def tokenize(s):
+        s = tf.strings.regex_replace(s, r"(\w+)@(\w+)", r"\2 at \1")
+        s = tf.strings.regex_replace(s, r"-", " ", replace_global=False)
+        return tf.strings.split(s, " ")
+
+    module = _custom_module(tmp_path / "groups", tokenize)
+    convert(str(module), tmp_path / "out", show_progress=False)
+    steps = HubEmbedding.load(tmp_path / "out").meta["recipe"]["steps"]
+    assert [s["rewrite"] for s in steps] == [r"\2 at \1", " "]
+    assert [s["replace_global"] for s in steps] == [True, False]
+    texts = ["user@news the-fake-news", "a@b c@d", "no match", "x-y-z", ""] * 60
+    expected = convert_mod.tf_embed_fn(module)(texts)
+    emb = HubEmbedding.load(tmp_path / "out")
+    for batch in (texts[:5], texts):  # per-text and Arrow engines
+        np.testing.assert_array_equal(emb.embed_texts(batch).numpy(), expected[: len(batch)])
 
 
 def _custom_module(path: Path, tokenize) -> Path:
