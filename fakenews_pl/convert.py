@@ -277,7 +277,12 @@ def _read_vocab(saved_model_dir: Path, meta_graph: Any, nodes: list, graphs: lis
                 f"{init.op} with key_index={key}, value_index={value}, offset="
                 f"{offset} is unsupported (expected whole line -> line number)"
             )
-        names = sorted({a.filename for a in meta_graph.asset_file_def})
+        # TF2 SavedModels list their assets in asset_file_def; TF1 ones in a collection.
+        assets = saved_model_dir / "assets"
+        names = sorted(
+            {a.filename for a in meta_graph.asset_file_def}
+            | ({p.name for p in assets.iterdir() if p.is_file()} if assets.is_dir() else set())
+        )
         if len(names) != 1:
             names = [n for n in names if n == "tokens.txt"] or names
         if len(names) != 1:

@@ -71,13 +71,7 @@ class HubEmbedding(nn.Module):
             raise artifact.ArtifactError(
                 f"{path / artifact.TABLE_FILE} has no tensor {artifact.TABLE_KEY!r}"
             )
-        vocab = artifact.read_vocab(path / artifact.VOCAB_FILE)
-        if len(vocab) != meta["vocab_size"]:
-            raise artifact.ArtifactError(
-                f"{path / artifact.VOCAB_FILE} has {len(vocab)} tokens, "
-                f"meta.json says {meta['vocab_size']}"
-            )
-        tokenizer = HubTokenizer(vocab, meta["oov_buckets"], TextRecipe.from_dict(meta["recipe"]))
+        tokenizer = load_tokenizer(path, meta)
         return cls(
             tensors[artifact.TABLE_KEY],
             tokenizer,
@@ -120,3 +114,16 @@ class HubEmbedding(nn.Module):
         """Texts -> (N, D) float32 vectors, equal to the Hub module's output."""
         ids, offsets = self.encode(texts)
         return self(ids.to(self.weight.device), offsets.to(self.weight.device))
+
+
+def load_tokenizer(path: str | os.PathLike, meta: dict[str, Any] | None = None) -> HubTokenizer:
+    """The tokenizer of a converted embedding, without loading its table."""
+    path = Path(path)
+    meta = meta or artifact.read_meta(path)
+    vocab = artifact.read_vocab(path / artifact.VOCAB_FILE)
+    if len(vocab) != meta["vocab_size"]:
+        raise artifact.ArtifactError(
+            f"{path / artifact.VOCAB_FILE} has {len(vocab)} tokens, "
+            f"meta.json says {meta['vocab_size']}"
+        )
+    return HubTokenizer(vocab, meta["oov_buckets"], TextRecipe.from_dict(meta["recipe"]))

@@ -347,3 +347,52 @@ def test_cli_converts_and_reports(modules, tmp_path):
     )
     assert bad.returncode == 1 and "neither a SavedModel directory" in bad.stderr
     assert not (tmp_path / "never").exists()
+
+
+def _tf1_module(path: Path) -> Path:
+    """The v1 exporter's graph (examples/text_embeddings/export.py) as a TF1 SavedModel:
+    v1 `string_split` (skips empty tokens), empty rows filled with the id of `""`,
+    `embedding_lookup_sparse`, a `default` signature."""
+    vocab_file = path.parent / f"{path.name}-tokens.txt"
+    vocab_file.write_text("".join(f"{t}\n" for t in VOCAB), encoding="utf-8")
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as sess:
+        sentences = v1.placeholder(tf.string, [None], name="sentences")
+        tokens = v1.string_split(tf.strings.regex_replace(sentences, r"\pP", ""), " ")
+        init = tf.lookup.TextFileInitializer(
+            str(vocab_file),
+            tf.string,
+            tf.lookup.TextFileIndex.WHOLE_LINE,
+            tf.int64,
+            tf.lookup.TextFileIndex.LINE_NUMBER,
+        )
+        table = tf.lookup.StaticVocabularyTable(init, num_oov_buckets=3)
+        weights = np.random.default_rng(7).normal(size=(len(VOCAB) + 3, 12)).astype(np.float32)
+        embeddings = v1.get_variable("embeddings", initializer=weights)
+        ids = tf.SparseTensor(tokens.indices, table.lookup(tokens.values), tokens.dense_shape)
+        ids, _ = v1.sparse_fill_empty_rows(ids, table.lookup(tf.constant("")))
+        out = tf.nn.embedding_lookup_sparse(
+            embeddings, v1.sparse_reset_shape(ids), None, combiner="sqrtn"
+        )
+        sess.run([v1.global_variables_initializer(), v1.tables_initializer()])
+        builder = v1.saved_model.Builder(str(path))
+        signature = v1.saved_model.predict_signature_def({"default": sentences}, {"default": out})
+        builder.add_meta_graph_and_variables(
+            sess,
+            ["serve"],
+            signature_def_map={"default": signature},
+            assets_collection=v1.get_collection(v1.GraphKeys.ASSET_FILEPATHS),
+            main_op=v1.tables_initializer(),
+        )
+        builder.save()
+    return path
+
+
+def test_tf1_savedmodel_of_the_v1_exporter_converts_exactly(tmp_path):
+    module = _tf1_module(tmp_path / "tf1")
+    meta = convert(str(module), tmp_path / "out", show_progress=False)
+    assert meta["recipe"]["split"] == "any_of" and meta["recipe"]["skip_empty"] is True
+    assert meta["recipe"]["empty_row_token"] == "" and meta["variable"] == "embeddings"
+    expected = convert_mod.tf_embed_fn(module)(EDGE)
+    actual = HubEmbedding.load(tmp_path / "out").embed_texts(EDGE).numpy()
+    np.testing.assert_array_equal(actual, expected)
