@@ -1,0 +1,34 @@
+"""Write the training report (metrics.json, tables, plots) for any checkpoint.
+
+python evaluate.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt
+python evaluate.py ckpt_path=... data=csv data.files=[other.csv]
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from pytorch_lightning import seed_everything  # noqa: E402
+
+from fakenews_pl import pipeline  # noqa: E402
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Load the checkpoint and its data, predict train and test, write the report."""
+    seed_everything(cfg.seed, workers=True)
+    model, datamodule = pipeline.load_checkpoint(cfg)
+    info = {"checkpoint": cfg.ckpt_path}
+    return pipeline.write_report(model, datamodule, cfg.paths.output_dir, info)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval.yaml")
+def main(cfg: DictConfig) -> float | None:
+    metrics = evaluate(cfg)
+    return metrics.get("test/accuracy")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""The notebook's classifier as a LightningModule.
+
+    HubEmbedding (D) -> Dense 256 ReLU -> Dropout 0.3 -> Dense 64 ReLU -> Dropout 0.2 -> Dense 1
+
+Keras parity: glorot-uniform weights and zero biases, binary cross-entropy on the logit (Keras
+does the same for a sigmoid output), Adam with lr 1e-4 and Keras's epsilon 1e-7. The embedding
+is frozen unless `trainable`; `sparse_embedding` trains it with sparse gradients and
+`torch.optim.SparseAdam` (lazy: only the rows a batch touches move), the dense path is exact
+Adam over the whole table, as Keras's Adam applies it.
+
+Checkpoints hold the embedding's path and sizes as hyperparameters, never the tensor; a frozen
+model's checkpoint leaves the table out altogether and reloads it from the artifact, refusing
+one whose sha256 differs from the one trained with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning import LightningModule
+from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import BinaryAccuracy
+
+from fakenews_pl.embedding import HubEmbedding
+
+EMBEDDING_PREFIX = "embedding."
+
+
+def build_head(dim: int, hidden_sizes: Sequence[int], dropouts: Sequence[float]) -> nn.Sequential:
+    """(B, dim) -> (B, 1) logits: Dense+ReLU+Dropout per hidden size, Keras-initialised."""
+    layers: list[nn.Module] = []
+    for width, p in zip(hidden_sizes, dropouts, strict=True):
+        layers += [nn.Linear(dim, width), nn.ReLU(), nn.Dropout(p)]
+        dim = width
+    layers.append(nn.Linear(dim, 1))
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)  # = Keras glorot_uniform
+            nn.init.zeros_(layer.bias)
+    return nn.Sequential(*layers)
+
+
+def check_strategy(sparse_trainable: bool, strategy: Strategy) -> None:
+    """Refuse strategies that cannot reduce the sparse embedding gradients.
+
+    Sparse all-reduce exists only in gloo; NCCL, FSDP and DeepSpeed need dense gradients.
+    """
+    if not sparse_trainable or type(strategy) is SingleDeviceStrategy:
+        return
+    fix = "use trainer=ddp_cpu (gloo) or model.sparse_embedding=false (dense gradients)"
+    if type(strategy) is not DDPStrategy:
+        raise ValueError(
+            f"model.sparse_embedding=true with trainable=true needs DDP with the gloo backend; "
+            f"trainer.strategy is {type(strategy).__name__}, which cannot reduce sparse "
+            f"gradients: {fix}"
+        )
+    backend = strategy.process_group_backend
+    if backend is None:  # Lightning's default for the device
+        backend = "nccl" if strategy.root_device.type == "cuda" else "gloo"
+    if backend != "gloo":
+        raise ValueError(
+            f"model.sparse_embedding=true with trainable=true needs the gloo backend; "
+            f"DDP process_group_backend is {backend!r}, which has no sparse all-reduce: {fix}"
+        )
+
+
+class FakeNewsClassifier(LightningModule):
+    """HubEmbedding + the notebook's dense head, trained with binary cross-entropy."""
+
+    def __init__(
+        self,
+        embedding_path: str,
+        embedding_dim: int | None = None,
+        embedding_rows: int | None = None,
+        trainable: bool = False,
+        sparse_embedding: bool = False,
+        hidden_sizes: Sequence[int] = (256, 64),
+        dropouts: Sequence[float] = (0.3, 0.2),
+        lr: float = 1e-4,
+        adam_eps: float = 1e-7,
+        class_names: Sequence[str] = ("Fake", "True"),
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.embedding = HubEmbedding.load(
+            embedding_path, trainable=trainable, sparse=sparse_embedding
+        )
+        if embedding_dim is not None and embedding_dim != self.embedding.dim:
+            rank_zero_warn(
+                f"embedding.dim is {embedding_dim} but the artifact at {embedding_path} has "
+                f"dim {self.embedding.dim}; using {self.embedding.dim}"
+            )
+        if embedding_rows is not None and embedding_rows != self.embedding.num_rows:
+            raise ValueError(
+                f"{embedding_path} has {self.embedding.num_rows} rows; this model was built "
+                f"for {embedding_rows}: it is not the embedding the checkpoint was trained with"
+            )
+        # Sizes, not tensors: what a checkpoint needs to rebuild the module.
+        self.hparams.embedding_dim = self.embedding.dim
+        self.hparams.embedding_rows = self.embedding.num_rows
+        self.head = build_head(self.embedding.dim, hidden_sizes, dropouts)
+        self.sparse_trainable = trainable and sparse_embedding
+        # SparseAdam (table) + Adam (head) are two optimizers: stepped by hand.
+        self.automatic_optimization = not self.sparse_trainable
+        self.metrics = nn.ModuleDict()
+        for split in ("train", "val", "test"):
+            self.metrics[f"{split}_loss"] = MeanMetric()
+            self.metrics[f"{split}_accuracy"] = BinaryAccuracy()
+        self.history: list[dict[str, float]] = []
+        self._val_row: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Batch -> (B,) logits; `pooled` (B, D) when cached, else `ids`/`offsets` bags."""
+        pooled = batch.get("pooled")
+        if pooled is None:
+            pooled = self.embedding(batch["ids"], batch["offsets"])  # (T,), (B,) -> (B, D)
+        return self.head(pooled).squeeze(-1)
+
+    @torch.no_grad()
+    def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N,) probability of class 1 (`class_names[1]`) for raw texts fed to the embedding."""
+        self.eval()
+        ids, offsets = self.embedding.encode(texts)
+        device = self.embedding.weight.device
+        return torch.sigmoid(self({"ids": ids.to(device), "offsets": offsets.to(device)}))
+
+    # ------------------------------------------------------------------ steps and metrics
+
+    def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+        logits = self(batch)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), batch["labels"])
+        # Keras's epoch loss is the sample-weighted mean of batch losses.
+        self.metrics[f"{split}_loss"].update(loss.detach(), weight=len(logits))
+        self.metrics[f"{split}_accuracy"].update(torch.sigmoid(logits.detach()), batch["labels"])
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, "train")
+        if not self.automatic_optimization:
+            optimizers = self.optimizers()
+            for optimizer in optimizers:
+                optimizer.zero_grad()
+            self.manual_backward(loss)
+            for optimizer in optimizers:
+                optimizer.step()
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _compute(self, split: str) -> dict[str, float]:
+        """Epoch-level values (synced across ranks by torchmetrics), then reset."""
+        values = {}
+        for name in ("loss", "accuracy"):
+            metric = self.metrics[f"{split}_{name}"]
+            values[f"{split}/{name}"] = float(metric.compute())
+            metric.reset()
+        return values
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._compute("val")
+        self.log_dict(values, prog_bar=True)
+        if not self.trainer.sanity_checking:
+            self._val_row = {"epoch": self.current_epoch, **values}
+
+    def on_train_epoch_end(self) -> None:
+        values = self._compute("train")
+        self.log_dict(values, prog_bar=True)
+        row = {"epoch": self.current_epoch, **values}
+        if self._val_row.get("epoch") == self.current_epoch:
+            row.update(self._val_row)
+        self.history.append(row)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self._compute("test"))
+
+    # ------------------------------------------------------------------ setup and optimizers
+
+    def setup(self, stage: str) -> None:
+        """Refuse unsupported strategies; let the datamodule cache pooled vectors if frozen."""
+        check_strategy(self.sparse_trainable, self.trainer.strategy)
+        datamodule = self.trainer.datamodule
+        if hasattr(datamodule, "cache_features"):
+            datamodule.cache_features(None if self.hparams.trainable else self.embedding)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        if self.sparse_trainable:
+            return [
+                torch.optim.Adam(self.head.parameters(), lr=hp.lr, eps=hp.adam_eps),
+                torch.optim.SparseAdam([self.embedding.weight], lr=hp.lr, eps=hp.adam_eps),
+            ]
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=hp.lr, eps=hp.adam_eps)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["embedding_sha256"] = self.embedding.meta.get("sha256")
+        checkpoint["history"] = list(self.history)
+        if not self.hparams.trainable:
+            # The frozen table is the artifact's: keep the checkpoint small.
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith(EMBEDDING_PREFIX)]:
+                del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("history", []))
+        state = checkpoint["state_dict"]
+        if any(k.startswith(EMBEDDING_PREFIX) for k in state):
+            return
+        expected, actual = checkpoint.get("embedding_sha256"), self.embedding.meta.get("sha256")
+        if expected != actual:
+            raise ValueError(
+                f"{self.hparams.embedding_path} is not the embedding this checkpoint was trained "
+                f"with: sha256 {actual} != {expected}"
+            )
+        for key, value in self.embedding.state_dict().items():
+            state[EMBEDDING_PREFIX + key] = value

@@ -1,0 +1,150 @@
+"""Building blocks that `train.py` and `evaluate.py` wire together from the Hydra config."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning import Callback, Trainer
+from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities import rank_zero_info
+
+from fakenews_pl import artifact, demo, reports
+from fakenews_pl.data import FakeNewsDataModule
+from fakenews_pl.model import FakeNewsClassifier, check_strategy
+
+# Batches are slices of in-memory arrays: worker processes would only add pickling.
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+# The model logs epoch values from torchmetrics' compute(), which has already reduced them
+# across ranks; Lightning's reminder to pass sync_dist=True does not apply.
+warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
+
+# What `report_on` reports, as report.md words it.
+REPORT_ON = {
+    "last": "last: the final weights after early stopping (as the notebook: Keras without "
+    "restore_best_weights)",
+    "best": "best: the checkpoint with the lowest val/loss",
+}
+
+
+def ensure_embedding(cfg: DictConfig) -> str:
+    """The embedding directory; the demo is generated at its own path, anything else must exist."""
+    path = Path(cfg.path)
+    if (path / artifact.META_FILE).is_file():
+        return str(path)
+    if cfg.get("demo_path"):
+        if path == Path(cfg.demo_path):
+            rank_zero_info(f"Writing the synthetic demo embedding to {path}")
+            return str(demo.write_embedding(path))
+        raise FileNotFoundError(
+            f"no converted embedding at embedding.path={path} (the demo embedding is generated "
+            f"only at {cfg.demo_path}); make one with:\n"
+            f"    python scripts/convert_tfhub.py SOURCE {path}"
+        )
+    raise FileNotFoundError(
+        f"no converted embedding at {path} (embedding={cfg.name}); convert it first with:\n"
+        f"    python scripts/convert_tfhub.py {cfg.name} {path}"
+    )
+
+
+def build_datamodule(cfg: DictConfig, embedding_path: str, **overrides: Any) -> FakeNewsDataModule:
+    """Instantiate `cfg.data`, write demo files if configured, read, tokenize and split."""
+    datamodule = instantiate(cfg, embedding_path=embedding_path, _convert_="all", **overrides)
+    datamodule.prepare_data()
+    datamodule.setup()
+    return datamodule
+
+
+def build_model(cfg: DictConfig, datamodule: FakeNewsDataModule) -> FakeNewsClassifier:
+    """Instantiate `cfg.model` with the class names the data defines."""
+    return instantiate(cfg, class_names=datamodule.class_names, _convert_="all")
+
+
+def instantiate_group(cfg: DictConfig | None) -> list[Any]:
+    """Every entry of a config group that has a `_target_` (callbacks, loggers)."""
+    if not cfg:
+        return []
+    return [instantiate(entry) for entry in cfg.values() if entry and "_target_" in entry]
+
+
+def build_trainer(cfg: DictConfig, model: FakeNewsClassifier) -> Trainer:
+    """Trainer with `cfg.callbacks` and `cfg.logger`; refuses unsupported strategies up front."""
+    callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
+    loggers: list[Logger] = instantiate_group(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # Before fit launches any process: a refused combination costs nothing.
+    check_strategy(model.sparse_trainable, trainer.strategy)
+    return trainer
+
+
+def weights_for_report(
+    trainer: Trainer, model: FakeNewsClassifier, report_on: str
+) -> FakeNewsClassifier:
+    """`last`: the weights fit ended with (the notebook: Keras without restore_best_weights);
+    `best`: the checkpoint with the lowest `val/loss`.
+    """
+    if report_on not in REPORT_ON:
+        raise ValueError(f"report_on must be one of {list(REPORT_ON)}, got {report_on!r}")
+    if report_on == "last":
+        return model
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if not best:
+        raise ValueError("report_on=best needs a ModelCheckpoint that saved a best checkpoint")
+    best_model = FakeNewsClassifier.load_from_checkpoint(best, map_location=model.device)
+    best_model.history = model.history  # the curves show the whole run
+    return best_model
+
+
+def write_report(
+    model: FakeNewsClassifier,
+    datamodule: FakeNewsDataModule,
+    out_dir: str,
+    info: dict[str, Any],
+) -> dict[str, float]:
+    """Predict train and test, then write metrics.json, tables and plots into `out_dir`."""
+    predictions = {
+        split: reports.predict_logits(model, datamodule.split_dataloader(split))
+        for split in reports.REPORT_SPLITS
+    }
+    hp = datamodule.hparams
+    info = {
+        "embedding": model.hparams.embedding_path,
+        "trainable": model.hparams.trainable,
+        "sparse_embedding": model.hparams.sparse_embedding,
+        "data": list(hp.files) if hp.files else [hp.train_csv, hp.test_csv],
+        "validation": "the test set" if hp.val_source == "test" else f"{hp.val_fraction} of train",
+        **info,
+    }
+    if hp.demo_dir:
+        info["note"] = "synthetic demo data and embedding (fakenews_pl.demo): not real news"
+    metrics = reports.write_report(
+        out_dir, predictions, datamodule.class_names, model.history, info
+    )
+    rank_zero_info(f"Report written to {out_dir}: {', '.join(reports.REPORT_FILES)}")
+    return metrics
+
+
+def load_checkpoint(cfg: DictConfig) -> tuple[FakeNewsClassifier, FakeNewsDataModule]:
+    """The model in `cfg.ckpt_path` and its data: `cfg.data` if given, else the checkpoint's."""
+    overrides = {"embedding_path": cfg.embedding_path} if cfg.get("embedding_path") else {}
+    model = FakeNewsClassifier.load_from_checkpoint(
+        cfg.ckpt_path, map_location=torch.device(cfg.get("device", "cpu")), **overrides
+    )
+    path = model.hparams.embedding_path
+    if cfg.get("data"):
+        labels = cfg.data.get("label_names") or list(model.hparams.class_names)
+        datamodule = build_datamodule(cfg.data, path, label_names=labels)
+    else:
+        datamodule = FakeNewsDataModule.load_from_checkpoint(cfg.ckpt_path, embedding_path=path)
+        datamodule.prepare_data()
+        datamodule.setup()
+    if datamodule.class_names != list(model.hparams.class_names):
+        raise ValueError(
+            f"the data's classes {datamodule.class_names} differ from the checkpoint's "
+            f"{list(model.hparams.class_names)}"
+        )
+    return model, datamodule

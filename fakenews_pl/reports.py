@@ -1,0 +1,205 @@
+"""The notebook's `print_results`, from torchmetrics: tables, metrics.json and plots.
+
+Predicted class = `prob > 0.5`, which is the notebook's `np.rint(prob)` (0.5 rounds to 0).
+Per split (train, test): per-class precision, recall, F1 and support, accuracy, macro and
+support-weighted averages (sklearn's `classification_report` layout, classes named by label),
+binary AUROC, BCE loss, and the confusion matrix.
+
+Files written into a run dir (`REPORT_FILES`): `metrics.json` (flat keys, see `split_metrics`),
+`report.md` (both tables), `classification_report.csv`, `confusion_matrix_{train,test}.png`,
+`curves.png` (loss and accuracy per epoch, train vs validation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure  # the OO API: no pyplot state, no GUI backend
+from torch import nn
+from torchmetrics.classification import (
+    BinaryAUROC,
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+REPORT_SPLITS = ("train", "test")
+REPORT_FILES = (
+    "metrics.json",
+    "report.md",
+    "classification_report.csv",
+    "confusion_matrix_train.png",
+    "confusion_matrix_test.png",
+    "curves.png",
+)
+TABLE_ROWS = ("precision", "recall", "f1-score", "support")
+
+
+@dataclass
+class SplitReport:
+    """One split's flat metrics, its sklearn-style table and its confusion-matrix metric."""
+
+    metrics: dict[str, float]
+    table: pd.DataFrame
+    confusion: MulticlassConfusionMatrix
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> tuple:
+    """(N,) logits and (N,) labels over `batches`, in eval mode (dropout off)."""
+    model.eval()
+    device = next(model.parameters()).device
+    logits, labels = [], []
+    for batch in batches:
+        batch = {key: value.to(device) for key, value in batch.items()}
+        logits.append(model(batch).float().cpu())
+        labels.append(batch["labels"].cpu())
+    return torch.cat(logits), torch.cat(labels)
+
+
+def split_metrics(
+    split: str, logits: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]
+) -> SplitReport:
+    """Metrics of one split from (N,) logits and (N,) 0/1 labels.
+
+    Keys, with `{s}` the split and `{c}` a class name: `{s}/loss`, `{s}/accuracy`,
+    `{s}/auroc`, `{s}/{precision,recall,f1,support}_{c}`,
+    `{s}/{macro,weighted}_{precision,recall,f1}`, `{s}/confusion_{true}_{predicted}`.
+    """
+    probs, target = torch.sigmoid(logits), labels.long()
+    preds = (probs > 0.5).long()  # np.rint: exactly 0.5 is class 0
+    n = len(class_names)
+    # Reports are built on one rank: no cross-process sync on compute().
+    per_class = {
+        "precision": MulticlassPrecision(n, average=None, sync_on_compute=False),
+        "recall": MulticlassRecall(n, average=None, sync_on_compute=False),
+        "f1": MulticlassF1Score(n, average=None, sync_on_compute=False),
+    }
+    values = {name: metric(preds, target) for name, metric in per_class.items()}
+    confusion = MulticlassConfusionMatrix(n, sync_on_compute=False)
+    matrix = confusion(preds, target)  # (true, predicted)
+    support = matrix.sum(dim=1).float()
+    accuracy = float(MulticlassAccuracy(n, average="micro", sync_on_compute=False)(preds, target))
+    out = {
+        f"{split}/loss": float(F.binary_cross_entropy_with_logits(logits, labels.float())),
+        f"{split}/accuracy": accuracy,
+        f"{split}/auroc": float(BinaryAUROC(sync_on_compute=False)(probs, target)),
+    }
+    table = {}
+    for i, name in enumerate(class_names):
+        for key, value in values.items():
+            out[f"{split}/{key}_{name}"] = float(value[i])
+        out[f"{split}/support_{name}"] = int(support[i])
+        table[name] = [float(values[k][i]) for k in per_class] + [int(support[i])]
+    total = float(support.sum())
+    for avg, weights in (("macro", torch.ones(n) / n), ("weighted", support / total)):
+        for key, value in values.items():
+            out[f"{split}/{avg}_{key}"] = float((value * weights).sum())
+        table[f"{avg} avg"] = [out[f"{split}/{avg}_{k}"] for k in per_class] + [total]
+    for i, true in enumerate(class_names):
+        for j, predicted in enumerate(class_names):
+            out[f"{split}/confusion_{true}_{predicted}"] = int(matrix[i, j])
+    table = pd.DataFrame(table, index=list(TABLE_ROWS))
+    # sklearn's output_dict puts accuracy in every row of its column; keep that layout.
+    table.insert(n, "accuracy", accuracy)
+    return SplitReport(out, table, confusion)
+
+
+def classification_report(reports: dict[str, SplitReport]) -> pd.DataFrame:
+    """The notebook's stacked table: rows (data, index), columns classes + averages."""
+    return pd.concat(
+        {split.upper(): report.table for split, report in reports.items()},
+        names=["data", "index"],
+    )
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub-markdown table (support as integers, scores to 4 places)."""
+
+    def cell(row: str, column: str, value: Any) -> str:
+        counts = row == "support" and column != "accuracy"
+        return str(int(value)) if counts else f"{value:.4f}"
+
+    lines = ["| | " + " | ".join(map(str, frame.columns)) + " |"]
+    lines.append("|---" * (len(frame.columns) + 1) + "|")
+    for row, values in frame.iterrows():
+        cells = (cell(row, column, v) for column, v in values.items())
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_confusion(report: SplitReport, class_names: Sequence[str], title: str, path: Path) -> None:
+    """torchmetrics' confusion-matrix plot, true classes as rows, saved to `path`."""
+    fig = Figure(figsize=(5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    report.confusion.plot(ax=ax, labels=list(class_names), cmap="Blues")  # as the notebook
+    ax.set_title(title)
+    fig.savefig(path, dpi=120)
+
+
+def plot_curves(history: Sequence[dict[str, float]], path: Path) -> None:
+    """Loss and accuracy per epoch, train vs validation (the notebook's lower two panels)."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    epochs = [row["epoch"] + 1 for row in history]
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for split, label in (("train", "train"), ("val", "validation")):
+            key = f"{split}/{metric}"
+            ax.plot(epochs, [row.get(key, math.nan) for row in history], "o-", label=label)
+        ax.set_title(f"{metric.capitalize()} vs. epochs")
+        ax.set_xlabel("epoch")
+        ax.legend()
+    if not history:
+        fig.text(0.5, 0.5, "no training history recorded", ha="center")
+    fig.savefig(path, dpi=120)
+
+
+def history_metrics(history: Sequence[dict[str, float]]) -> dict[str, float]:
+    """`fit/epochs`, and `val/best_loss` / `val/best_epoch` (1-based) when validation ran."""
+    out: dict[str, float] = {"fit/epochs": len(history)}
+    val = [(row["val/loss"], row["epoch"]) for row in history if "val/loss" in row]
+    if val:
+        best_loss, best_epoch = min(val)
+        out.update({"val/best_loss": best_loss, "val/best_epoch": best_epoch + 1})
+    return out
+
+
+def write_report(
+    out_dir: str | Path,
+    predictions: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    class_names: Sequence[str],
+    history: Sequence[dict[str, float]],
+    info: dict[str, Any],
+) -> dict[str, float]:
+    """Write every file of `REPORT_FILES` into `out_dir`; return the metrics.json dict.
+
+    `predictions` maps a split to its (logits, labels); `info` is listed at the top of
+    report.md (what was trained, which weights are reported).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    reports = {s: split_metrics(s, *predictions[s], class_names) for s in REPORT_SPLITS}
+    metrics = {k: v for report in reports.values() for k, v in report.metrics.items()}
+    metrics.update(history_metrics(history))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    classification_report(reports).to_csv(out / "classification_report.csv")
+    lines = ["# Classification report", ""]
+    lines += [f"- **{key}**: {value}" for key, value in info.items()]
+    for split, report in reports.items():
+        lines += ["", f"## {split.upper()}", "", markdown_table(report.table)]
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for split, report in reports.items():
+        title = f"Confusion matrix, {split} set"
+        plot_confusion(report, class_names, title, out / f"confusion_matrix_{split}.png")
+    plot_curves(history, out / "curves.png")
+    return metrics

@@ -1,0 +1,59 @@
+"""demo: the synthetic default dataset and embedding are deterministic and well-formed."""
+
+from pathlib import Path
+
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+
+from fakenews_pl import artifact, demo
+from fakenews_pl.embedding import HubEmbedding
+from fakenews_pl.tokenizer import TextRecipe
+
+
+def test_dataset_is_deterministic_and_in_notebook_format(tmp_path: Path, demo_assets: dict) -> None:
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    demo.write_dataset(train, test)
+    reference = demo_assets["data_dir"] / "demo"
+    assert train.read_bytes() == (reference / "train.csv").read_bytes()
+    assert test.read_bytes() == (reference / "test.csv").read_bytes()
+    frame = pd.read_csv(train)
+    assert {"text", "label", "cleaned", "for_glove"} <= set(frame.columns)
+    assert len(frame) == demo.TRAIN_ROWS and len(pd.read_csv(test)) == demo.TEST_ROWS
+    assert set(frame["label"]) == {"Fake", "True"}
+    assert frame["for_glove"].str.match(r"^\['.*'\]$").all()
+    assert not list(tmp_path.glob(".*tmp*"))  # written atomically, nothing left behind
+
+
+def test_embedding_is_a_valid_artifact_with_the_v2_recipe(demo_assets: dict) -> None:
+    path = demo_assets["embedding"]
+    meta = artifact.read_meta(path)
+    artifact.verify_checksums(path, meta)
+    assert meta["recipe"] == TextRecipe().to_dict() and meta["oov_buckets"] == demo.OOV_BUCKETS
+    embedding = HubEmbedding.load(path)
+    assert embedding.dim == demo.DIM
+    vectors = embedding.embed_texts(["Officials in Millbrook announce a tax review", "zzzz"])
+    assert vectors.shape == (2, demo.DIM) and vectors.abs().sum() > 0  # "zzzz": an OOV bucket
+
+
+def test_embedding_is_rebuilt_identically(tmp_path: Path, demo_assets: dict) -> None:
+    demo.write_embedding(tmp_path / "again")
+    fresh = artifact.read_meta(tmp_path / "again")["sha256"]
+    assert fresh == artifact.read_meta(demo_assets["embedding"])["sha256"]
+    # An existing artifact is left alone.
+    before = (tmp_path / "again" / artifact.META_FILE).stat().st_mtime_ns
+    demo.write_embedding(tmp_path / "again")
+    assert (tmp_path / "again" / artifact.META_FILE).stat().st_mtime_ns == before
+
+
+def test_embedding_separates_the_demo_classes(demo_assets: dict) -> None:
+    # A linear probe on the pooled SVD vectors beats the majority class on the test file:
+    # the synthetic default is learnable, not noise.
+    embedding = HubEmbedding.load(demo_assets["embedding"])
+    parts = {}
+    for split in ("train", "test"):
+        frame = pd.read_csv(demo_assets["data_dir"] / "demo" / f"{split}.csv")
+        parts[split] = (embedding.embed_texts(frame["text"].tolist()).numpy(), frame["label"])
+    probe = LogisticRegression(max_iter=1000).fit(*parts["train"])
+    x_test, y_test = parts["test"]
+    majority = y_test.value_counts(normalize=True).max()
+    assert probe.score(x_test, y_test) > majority + 0.1

@@ -1,0 +1,135 @@
+"""FakeNewsClassifier: layout, Keras init, optimizers, checkpoints, strategy checks."""
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy
+from torch import nn
+
+from fakenews_pl import artifact
+from fakenews_pl.model import FakeNewsClassifier, check_strategy
+
+
+def make_model(embedding: Path, **kwargs) -> FakeNewsClassifier:
+    return FakeNewsClassifier(str(embedding), class_names=["Fake", "True"], **kwargs)
+
+
+def test_head_is_the_notebooks_with_keras_init(demo_assets: dict) -> None:
+    model = make_model(demo_assets["embedding"])
+    dim = model.embedding.dim
+    linears = [m for m in model.head if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(dim, 256), (256, 64), (64, 1)]
+    assert [m.p for m in model.head if isinstance(m, nn.Dropout)] == [0.3, 0.2]
+    assert sum(isinstance(m, nn.ReLU) for m in model.head) == 2
+    for layer in linears:
+        bound = math.sqrt(6 / (layer.in_features + layer.out_features))  # glorot_uniform
+        assert torch.all(layer.bias == 0)
+        assert layer.weight.abs().max() <= bound
+    # U(-b, b) has std b / sqrt(3); the 256 x 64 layer has 16k draws.
+    big = linears[1]
+    bound = math.sqrt(6 / (256 + 64))
+    assert abs(big.weight.std().item() - bound / math.sqrt(3)) < 0.02 * bound
+
+
+def test_hparams_hold_path_and_sizes_not_tensors(demo_assets: dict) -> None:
+    with pytest.warns(UserWarning, match="has dim 32; using 32"):  # the config's dim is advisory
+        model = make_model(demo_assets["embedding"], embedding_dim=999)
+    assert model.hparams.embedding_dim == model.embedding.dim == 32
+    assert model.hparams.embedding_rows == model.embedding.num_rows
+    assert not any(isinstance(v, torch.Tensor) for v in model.hparams.values())
+    with pytest.raises(ValueError, match="not the embedding"):
+        make_model(demo_assets["embedding"], embedding_rows=model.embedding.num_rows + 1)
+
+
+def test_frozen_model_optimizes_the_head_with_keras_adam(demo_assets: dict) -> None:
+    model = make_model(demo_assets["embedding"])
+    optimizer = model.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam)
+    params = optimizer.param_groups[0]["params"]
+    assert {id(p) for p in params} == {id(p) for p in model.head.parameters()}
+    assert optimizer.defaults["lr"] == 1e-4 and optimizer.defaults["eps"] == 1e-7
+    assert not model.embedding.weight.requires_grad
+
+
+def test_dense_finetuning_puts_the_table_in_adam(demo_assets: dict) -> None:
+    model = make_model(demo_assets["embedding"], trainable=True)
+    optimizer = model.configure_optimizers()
+    assert model.automatic_optimization
+    assert any(p is model.embedding.weight for p in optimizer.param_groups[0]["params"])
+
+
+def test_sparse_finetuning_uses_sparse_adam_on_sparse_gradients(demo_assets: dict) -> None:
+    model = make_model(demo_assets["embedding"], trainable=True, sparse_embedding=True)
+    head_opt, table_opt = model.configure_optimizers()
+    assert not model.automatic_optimization
+    assert isinstance(table_opt, torch.optim.SparseAdam)
+    assert table_opt.param_groups[0]["params"] == [model.embedding.weight]
+    assert isinstance(head_opt, torch.optim.Adam)
+    ids, offsets = model.embedding.encode(["Officials announce a plan", "SHOCKING twins"])
+    model({"ids": ids, "offsets": offsets}).sum().backward()
+    assert model.embedding.weight.grad.is_sparse
+
+
+def test_pooled_and_token_batches_give_the_same_logits(demo_assets: dict) -> None:
+    model = make_model(demo_assets["embedding"]).eval()
+    texts = ["Officials in Millbrook announce a tax review", "SHOCKING Ava Marlow secretly married"]
+    ids, offsets = model.embedding.encode(texts)
+    pooled = model.embedding(ids, offsets)
+    from_tokens = model({"ids": ids, "offsets": offsets})
+    assert torch.equal(model({"pooled": pooled}), from_tokens)
+    assert torch.equal(model.predict_proba(texts), torch.sigmoid(from_tokens))
+
+
+def test_frozen_checkpoint_leaves_the_table_out_and_restores_it(
+    demo_assets: dict, tmp_path: Path
+) -> None:
+    model = make_model(demo_assets["embedding"])
+    checkpoint = {"state_dict": model.state_dict()}
+    model.on_save_checkpoint(checkpoint)
+    assert not any(k.startswith("embedding.") for k in checkpoint["state_dict"])
+    trimmed = dict(checkpoint["state_dict"])
+    fresh = make_model(demo_assets["embedding"])
+    fresh.on_load_checkpoint(checkpoint)
+    fresh.load_state_dict(checkpoint["state_dict"])  # strict: nothing missing
+    assert torch.equal(fresh.embedding.weight, model.embedding.weight)
+    assert torch.equal(fresh.head[0].weight, model.head[0].weight)
+    # Another artifact at the path is refused, not silently used.
+    altered = tmp_path / "altered"
+    shutil.copytree(demo_assets["embedding"], altered)
+    meta = artifact.read_meta(altered)
+    keep = {k: meta[k] for k in ("source", "oov_buckets", "recipe", "combiner")}
+    vocab = artifact.read_vocab(altered / artifact.VOCAB_FILE)
+    with artifact.atomic_directory(altered, overwrite=True) as tmp:
+        artifact.write_artifact(tmp, fresh.embedding.weight.detach() * 2, vocab, keep)
+    other = make_model(altered)
+    with pytest.raises(ValueError, match="not the embedding this checkpoint was trained with"):
+        other.on_load_checkpoint({**checkpoint, "state_dict": trimmed})
+
+
+def test_trainable_checkpoint_keeps_the_table(demo_assets: dict) -> None:
+    model = make_model(demo_assets["embedding"], trainable=True)
+    checkpoint = {"state_dict": model.state_dict()}
+    model.on_save_checkpoint(checkpoint)
+    table = [v for k, v in checkpoint["state_dict"].items() if k.startswith("embedding.")]
+    assert any(torch.equal(v, model.embedding.weight) for v in table)
+
+
+def test_sparse_gradients_need_gloo() -> None:
+    check_strategy(True, SingleDeviceStrategy(torch.device("cpu")))
+    check_strategy(True, DDPStrategy(process_group_backend="gloo"))
+    check_strategy(False, DDPStrategy(process_group_backend="nccl"))  # dense: anything goes
+    with pytest.raises(ValueError, match="gloo.*'nccl'"):
+        check_strategy(True, DDPStrategy(process_group_backend="nccl"))
+    # No backend given: Lightning picks NCCL for CUDA devices.
+    on_gpus = DDPStrategy(parallel_devices=[torch.device("cuda", 0), torch.device("cuda", 1)])
+    with pytest.raises(ValueError, match="'nccl'"):
+        check_strategy(True, on_gpus)
+
+    class OtherDDP(DDPStrategy):  # e.g. DeepSpeed, which subclasses DDPStrategy
+        pass
+
+    with pytest.raises(ValueError, match="OtherDDP"):
+        check_strategy(True, OtherDDP(process_group_backend="gloo"))

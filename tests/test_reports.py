@@ -1,0 +1,90 @@
+"""reports: torchmetrics figures against sklearn's, and the files a run dir gets."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import classification_report, confusion_matrix, log_loss, roc_auc_score
+
+from fakenews_pl import reports
+
+CLASSES = ["Fake", "True"]
+
+
+def random_predictions(n: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n,) logits and 0/1 labels, loosely correlated, with one probability of exactly 0.5."""
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.rand(n, generator=g) < 0.6).float()
+    logits = 1.5 * (labels - 0.5) + torch.randn(n, generator=g)
+    logits[0] = 0.0  # sigmoid(0) = 0.5: np.rint makes it class 0
+    return logits, labels
+
+
+def test_split_metrics_equal_sklearns_classification_report() -> None:
+    logits, labels = random_predictions()
+    probs = torch.sigmoid(logits).numpy()
+    preds = np.rint(probs).astype(int)  # the notebook's rule
+    target = labels.long().numpy()
+    expected = classification_report(target, preds, output_dict=True)
+    got = reports.split_metrics("test", logits, labels, CLASSES).metrics
+    for i, name in enumerate(CLASSES):
+        ref = expected[str(i)]
+        assert got[f"test/precision_{name}"] == pytest.approx(ref["precision"], abs=1e-6)
+        assert got[f"test/recall_{name}"] == pytest.approx(ref["recall"], abs=1e-6)
+        assert got[f"test/f1_{name}"] == pytest.approx(ref["f1-score"], abs=1e-6)
+        assert got[f"test/support_{name}"] == ref["support"]
+    for avg in ("macro", "weighted"):
+        ref = expected[f"{avg} avg"]
+        for ours, theirs in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score")):
+            assert got[f"test/{avg}_{ours}"] == pytest.approx(ref[theirs], abs=1e-6)
+    assert got["test/accuracy"] == pytest.approx(expected["accuracy"], abs=1e-6)
+    assert got["test/auroc"] == pytest.approx(roc_auc_score(labels, probs), abs=1e-5)
+    assert got["test/loss"] == pytest.approx(log_loss(labels, probs), abs=1e-5)
+    matrix = confusion_matrix(target, preds)
+    for i, true in enumerate(CLASSES):
+        for j, predicted in enumerate(CLASSES):
+            assert got[f"test/confusion_{true}_{predicted}"] == matrix[i, j]
+
+
+def test_table_has_the_notebooks_layout() -> None:
+    table = reports.split_metrics("train", *random_predictions(), CLASSES).table
+    assert list(table.columns) == ["Fake", "True", "accuracy", "macro avg", "weighted avg"]
+    assert list(table.index) == ["precision", "recall", "f1-score", "support"]
+    assert table.loc["support", "macro avg"] == table.loc["support", ["Fake", "True"]].sum()
+    assert table["accuracy"].nunique() == 1  # sklearn repeats accuracy down its column
+
+
+def test_history_metrics_pick_the_best_validation_epoch() -> None:
+    history = [
+        {"epoch": 0, "train/loss": 0.7, "val/loss": 0.6},
+        {"epoch": 1, "train/loss": 0.5, "val/loss": 0.4},
+        {"epoch": 2, "train/loss": 0.4, "val/loss": 0.45},
+    ]
+    assert reports.history_metrics(history) == {
+        "fit/epochs": 3,
+        "val/best_loss": 0.4,
+        "val/best_epoch": 2,
+    }
+
+
+def test_write_report_files_agree_with_each_other(tmp_path: Path) -> None:
+    predictions = {"train": random_predictions(400, 1), "test": random_predictions(200, 2)}
+    history = [{"epoch": 0, "train/loss": 0.6, "train/accuracy": 0.7, "val/loss": 0.5}]
+    metrics = reports.write_report(tmp_path, predictions, CLASSES, history, {"weights": "last"})
+    for name in reports.REPORT_FILES:
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    for split, (_, labels) in predictions.items():
+        cm = {(t, p): metrics[f"{split}/confusion_{t}_{p}"] for t in CLASSES for p in CLASSES}
+        assert sum(cm.values()) == len(labels)
+        implied = (cm["Fake", "Fake"] + cm["True", "True"]) / len(labels)
+        assert metrics[f"{split}/accuracy"] == pytest.approx(implied, abs=1e-6)
+    table = pd.read_csv(tmp_path / "classification_report.csv", index_col=[0, 1])
+    assert table.loc[("TEST", "f1-score"), "True"] == pytest.approx(metrics["test/f1_True"])
+    assert table.loc[("TRAIN", "support"), "Fake"] == metrics["train/support_Fake"]
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## TRAIN" in markdown and "## TEST" in markdown and "**weights**: last" in markdown
+    assert f"| {metrics['test/precision_Fake']:.4f} |" in markdown.split("## TEST")[1]

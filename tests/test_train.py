@@ -1,0 +1,224 @@
+"""train.py / evaluate.py end to end: reports, evaluation, resume, reload, DDP, sweeps."""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from fakenews_pl import demo, pipeline, reports
+from fakenews_pl.embedding import HubEmbedding
+
+SEED_FILES = ["gos_1", "gos_2", "gos_3", "gos_4", "gos_5", "news_7"]
+
+
+@pytest.fixture(scope="module")
+def trained(compose_train, root_script, tmp_path_factory) -> dict:
+    """One tiny in-process `train.py` run (frozen demo embedding), shared by several tests."""
+    out = tmp_path_factory.mktemp("run")
+    metrics, objects = root_script("train").train(compose_train(out))
+    return {"out": out, "metrics": metrics, **objects}
+
+
+def split_keys(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k.startswith(("train/", "test/"))}
+
+
+def test_one_epoch_run_writes_every_report_file(trained: dict) -> None:
+    out = trained["out"]
+    for name in reports.REPORT_FILES:
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "checkpoints" / "epoch_000.ckpt").is_file()  # best by val/loss
+    assert list((out / "tensorboard").glob("version_0/events.out.tfevents.*"))
+    logged = pd.read_csv(out / "csv" / "version_0" / "metrics.csv")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == trained["metrics"] and metrics["fit/epochs"] == 1
+    # The curves' history and the CSV logger saw the same epoch values.
+    history = trained["model"].history
+    assert logged["val/loss"].dropna().tolist() == pytest.approx([history[0]["val/loss"]])
+    assert logged["train/loss"].dropna().tolist() == pytest.approx([history[0]["train/loss"]])
+    for split in ("train", "test"):
+        cm = {
+            (t, p): metrics[f"{split}/confusion_{t}_{p}"]
+            for t in ("Fake", "True")
+            for p in ("Fake", "True")
+        }
+        implied = (cm["Fake", "Fake"] + cm["True", "True"]) / sum(cm.values())
+        assert metrics[f"{split}/accuracy"] == pytest.approx(implied, abs=1e-6)
+        assert sum(cm.values()) == len(trained["datamodule"].rows[split])
+
+
+def test_evaluate_reproduces_the_training_report(
+    trained: dict, compose_train, root_script, tmp_path: Path
+) -> None:
+    ckpt = trained["out"] / "checkpoints" / "last.ckpt"
+    cfg = compose_train(tmp_path, f"ckpt_path={ckpt}", config_name="eval")
+    metrics = root_script("evaluate").evaluate(cfg)
+    assert split_keys(metrics) == split_keys(trained["metrics"])  # report_on=last: last.ckpt
+    for name in reports.REPORT_FILES:
+        assert (tmp_path / name).is_file(), name
+
+
+def test_reload_in_a_fresh_process_gives_identical_probabilities(
+    trained: dict, run_python, tmp_path: Path
+) -> None:
+    texts = trained["datamodule"].texts("test")[:64].tolist()
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    code = (
+        "import json, sys, torch\n"
+        "from fakenews_pl.model import FakeNewsClassifier\n"
+        "model = FakeNewsClassifier.load_from_checkpoint(sys.argv[1])\n"
+        "torch.save(model.predict_proba(json.load(open(sys.argv[2]))), sys.argv[3])\n"
+    )
+    ckpt = trained["out"] / "checkpoints" / "last.ckpt"
+    run_python(["-c", code, str(ckpt), str(tmp_path / "texts.json"), str(tmp_path / "p.pt")])
+    fresh = torch.load(tmp_path / "p.pt")
+    assert torch.equal(fresh, trained["model"].predict_proba(texts))
+
+
+def test_resume_from_last_ckpt_continues_the_run(
+    trained: dict, compose_train, root_script, tmp_path: Path
+) -> None:
+    last = trained["out"] / "checkpoints" / "last.ckpt"
+    cfg = compose_train(tmp_path, f"ckpt_path={last}", "trainer.max_epochs=2", "report_on=best")
+    metrics, objects = root_script("train").train(cfg)
+    trainer, history = objects["trainer"], objects["model"].history
+    assert trainer.current_epoch == 2
+    assert trainer.global_step == 2 * trained["trainer"].global_step
+    assert len(history) == 2 and history[0] == trained["model"].history[0]
+    assert metrics["fit/epochs"] == 2
+    # report_on=best describes the best checkpoint's weights, not the final ones.
+    best = trainer.checkpoint_callback.best_model_path
+    assert Path(best).name == f"epoch_{metrics['val/best_epoch'] - 1:03d}.ckpt"
+    cfg = compose_train(tmp_path / "eval", f"ckpt_path={best}", config_name="eval")
+    assert split_keys(root_script("evaluate").evaluate(cfg)) == split_keys(metrics)
+
+
+def test_frozen_cache_trains_exactly_like_token_batches(
+    compose_train, root_script, tmp_path: Path
+) -> None:
+    runs = {}
+    for cached in (True, False):
+        cfg = compose_train(tmp_path / str(cached), f"data.cache_pooled={cached}")
+        runs[cached] = root_script("train").train(cfg)
+    (cached_metrics, cached), (token_metrics, tokens) = runs[True], runs[False]
+    assert cached["datamodule"].pooled is not None and tokens["datamodule"].pooled is None
+    assert cached_metrics == token_metrics
+    assert cached["model"].history == tokens["model"].history
+    for (key, a), (_, b) in zip(
+        cached["model"].state_dict().items(), tokens["model"].state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), key
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_finetuning_trains_the_table(
+    sparse: bool, compose_train, root_script, demo_assets: dict, tmp_path: Path
+) -> None:
+    cfg = compose_train(tmp_path, "trainable=true", f"model.sparse_embedding={sparse}")
+    metrics, objects = root_script("train").train(cfg)
+    table = objects["model"].embedding.weight.detach()
+    original = HubEmbedding.load(demo_assets["embedding"]).weight
+    assert (table != original).any(dim=1).sum() > 10  # many rows moved
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert any(torch.equal(v, table) for k, v in saved.items() if k.startswith("embedding."))
+    assert math.isfinite(metrics["test/loss"])
+
+
+def test_sparse_with_nccl_is_refused_before_any_process_starts(
+    compose_train, root_script, tmp_path: Path
+) -> None:
+    cfg = compose_train(
+        tmp_path,
+        "trainer=ddp_cpu",
+        "trainer.strategy.process_group_backend=nccl",
+        "trainable=true",
+        "model.sparse_embedding=true",
+    )
+    with pytest.raises(ValueError, match="needs the gloo backend"):
+        root_script("train").train(cfg)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_missing_embedding_names_the_convert_command(compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "embedding=nnlm128")
+    with pytest.raises(FileNotFoundError) as info:
+        pipeline.ensure_embedding(cfg.embedding)
+    assert f"python scripts/convert_tfhub.py nnlm128 {cfg.embedding.path}" in str(info.value)
+    # The demo is generated only at its own place, never at a mistyped embedding.path.
+    typo = tmp_path / "typo"
+    cfg = compose_train(tmp_path, f"embedding.path={typo}")
+    with pytest.raises(FileNotFoundError, match=f"convert_tfhub.py SOURCE {typo}"):
+        pipeline.ensure_embedding(cfg.embedding)
+    assert not typo.exists()
+
+
+@pytest.mark.parametrize(
+    ("experiment", "trainable"), [("notebook_frozen", False), ("notebook_finetune", True)]
+)
+def test_experiments_use_the_seed_files_like_the_notebook(
+    experiment: str, trainable: bool, compose_train, tmp_path: Path
+) -> None:
+    cfg = compose_train(tmp_path, f"experiment={experiment}")
+    assert cfg.trainable is trainable and cfg.model.trainable is trainable
+    assert cfg.data.format == "notebook" and cfg.data.val_source == "test"
+    assert cfg.data.train_csv is None and cfg.report_on == "last"
+    files = [Path(f) for f in cfg.data.files]
+    assert [f.name.split(".")[0] for f in files] == SEED_FILES
+    assert {f.parent for f in files} == {Path(cfg.paths.seed_data_dir)}
+    assert cfg.model.embedding_path == cfg.embedding.path and cfg.model.embedding_dim == 128
+
+
+@pytest.mark.data
+def test_seed_data_files_of_the_experiments_exist(seed_data: Path) -> None:
+    for name in SEED_FILES:
+        assert (seed_data / f"{name}.csv.gz").is_file()
+
+
+def test_trainer_variants_are_diffs_of_the_default(compose_train, tmp_path: Path) -> None:
+    expected = {
+        "cpu": ("cpu", 1, None),
+        "gpu": ("gpu", 1, None),
+        "ddp": ("gpu", -1, None),
+        "ddp_cpu": ("cpu", 2, "gloo"),
+    }
+    for name, (accelerator, devices, backend) in expected.items():
+        trainer = compose_train(tmp_path, f"trainer={name}").trainer
+        assert (trainer.accelerator, trainer.devices) == (accelerator, devices), name
+        assert trainer.deterministic and trainer.max_epochs == 1  # inherited / overridden
+        if name.startswith("ddp"):
+            assert trainer.strategy.process_group_backend == backend
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sparse", [False, True])
+def test_two_process_cpu_ddp(
+    sparse: bool, run_python, cli_overrides, tiny_run, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    quick = [o for o in tiny_run if "limit_train_batches" not in o]
+    args = ["train.py", "trainer=ddp_cpu", "trainable=true", f"model.sparse_embedding={sparse}"]
+    run_python([*args, *cli_overrides(tmp_path), *quick, f"hydra.run.dir={run}"])
+    assert (run / "metrics.json").is_file()
+    assert (run / "train_ddp_process_1.log").is_file()  # the second rank ran
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    # Each rank took half of the training rows (the demo's train file less 10% validation).
+    train_rows = demo.TRAIN_ROWS - math.ceil(0.1 * demo.TRAIN_ROWS)
+    batches = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"]
+    assert batches == math.ceil(math.ceil(train_rows / 2) / 32)
+
+
+@pytest.mark.slow
+def test_small_hparams_sweep_multirun(run_python, cli_overrides, tiny_run, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = ["train.py", "-m", "hparams_search=lr_width", "model.hidden_sizes=[32,8]"]
+    run_python([*args, *cli_overrides(tmp_path), *tiny_run, f"hydra.sweep.dir={sweep}"])
+    runs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    assert len(runs) == 2  # model.lr: 1e-4, 1e-3
+    assert all("val/best_loss" in m for m in runs)  # the metric the sweep optimizes
+    assert runs[0]["test/loss"] != runs[1]["test/loss"]
+    overrides = [(sweep / str(i) / ".hydra" / "overrides.yaml").read_text() for i in (0, 1)]
+    assert "model.lr=0.0001" in overrides[0] and "model.lr=0.001" in overrides[1]
