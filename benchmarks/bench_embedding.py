@@ -8,7 +8,8 @@ seed-fakenews vocabulary padded with synthetic tokens to the real row count), co
 `scripts/convert_tfhub.py` in a fresh process (verification included) and records wall time and
 peak RSS; then, in one process, it embeds the seed-fakenews texts (the notebook's input:
 `" ".join(for_glove)`) with TensorFlow (`hub.load`) and with `HubEmbedding.embed_texts` at
-batch 32 and 1024, best of `--repeats`, and checks the two agree.
+batch 32 and 1024, best of `--repeats`, checks the two agree, and times our tokenizer alone
+(`tokenizer.encode`: text to ids and offsets, the part TensorFlow does in its own graph).
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def throughput(
 
     tf_rate = best(lambda b: tf_module(tf.constant(b)).numpy())
     our_rate = best(lambda b: ours.embed_texts(b).numpy())
-    return tf_rate, our_rate, worst
+    tokenize_rate = best(ours.tokenizer.encode)
+    return tf_rate, our_rate, tokenize_rate, worst
 
 
 def main() -> None:
@@ -128,11 +130,13 @@ def main() -> None:
                 [sys.executable, str(REPO / "scripts" / "convert_tfhub.py"), str(module), str(out)]
             )
             for batch in (32, 1024):
-                tf_rate, our_rate, worst = throughput(module, out, texts, batch, args.repeats)
+                tf_rate, our_rate, tok_rate, worst = throughput(
+                    module, out, texts, batch, args.repeats
+                )
                 rows.append(
                     f"{name:8} {f'{n_rows:,} x {dim}':>16} {seconds:9.1f} {rss / 2**30:8.2f}G "
                     f"{rss / table_bytes:9.2f} {batch:5d} {tf_rate:10,.0f} {our_rate:11,.0f} "
-                    f"{our_rate / tf_rate:7.2f} {worst:9.1e}"
+                    f"{our_rate / tf_rate:7.2f} {tok_rate:10,.0f} {worst:9.1e}"
                 )
                 print(rows[-1] if len(rows) > 1 else header + "\n" + rows[-1], flush=True)
     print("\n" + header + "\n" + "\n".join(rows))
