@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +28,6 @@ import re2
 
 SPLIT_KINDS = ("sep", "whitespace", "any_of")
 SMALL_BATCH = 256  # below this many texts, string steps run per text (see HubTokenizer.split)
-_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 LOWER_ENCODINGS = ("ascii", "utf-8")
 
 
@@ -109,14 +107,8 @@ class HubTokenizer:
     def split(self, texts: Sequence[str]) -> tuple[pa.Array, np.ndarray]:
         """Normalise and split: flat token strings and per-text token counts (before filling)."""
         arr = _as_arrow(texts)
-        if len(arr) < SMALL_BATCH and self.recipe.steps:
-            # Arrow compiles its RE2 pattern on every call (~0.2 ms for \pP): for a few texts
-            # the same RE2 engine, compiled once, is faster.
-            texts = _apply_steps_python(arr.to_pylist(), self.recipe.steps)
-            arr = pa.array(texts, pa.large_string())
-        else:
-            for step in self.recipe.steps:
-                arr = _apply_step(arr, step)
+        for step in self.recipe.steps:
+            arr = _apply_step(arr, step, per_text=len(arr) < SMALL_BATCH)
         lists = _split(arr, self.recipe)
         values = lists.flatten()
         lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -199,33 +191,49 @@ def _python_rewrite(rewrite: str) -> str:
     return re.sub(r"\\(\d|\\)", lambda m: "\\\\" if m[1] == "\\" else f"\\g<{m[1]}>", rewrite)
 
 
-def _apply_steps_python(texts: list[str], steps: Sequence[dict[str, Any]]) -> list[str]:
-    """The recipe's string steps one text at a time, with RE2 itself (google-re2)."""
-    for step in steps:
-        if step["op"] == "regex_replace":
-            pattern, rewrite = _re2(step["pattern"]), _python_rewrite(step["rewrite"])
-            count = 0 if step.get("replace_global", True) else 1
-            texts = [pattern.sub(rewrite, t, count=count) for t in texts]
-        elif step["encoding"] == "ascii":
-            texts = [t.translate(_ASCII_LOWER) for t in texts]
-        else:
-            texts = [t.lower() for t in texts]
-    return texts
+# A pattern that matches exactly one code point: a Unicode property (\pP, \p{Lu}, \PL) or a
+# bracket class without nested brackets.
+_ONE_CODE_POINT = re.compile(r"\\[pP](?:[A-Za-z]|\{\^?\w+\})|\[(?:[^\[\]\\]|\\.)+\]")
 
 
-def _apply_step(arr: pa.Array, step: dict[str, Any]) -> pa.Array:
-    if step["op"] == "regex_replace":
+@functools.lru_cache(maxsize=16)
+def _deletion_table(pattern: str) -> dict[int, None] | None:
+    """`str.translate` table deleting what a single-code-point RE2 pattern matches, built by
+    running RE2 (Arrow's) once over every code point; None for other patterns."""
+    if not _ONE_CODE_POINT.fullmatch(pattern):
+        return None
+    codes = np.array([c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF])
+    kept = pc.replace_substring_regex(pa.array([chr(c) for c in codes]), pattern, "")
+    deleted = codes[pc.utf8_length(kept).to_numpy(zero_copy_only=False) == 0]
+    return dict.fromkeys(deleted.tolist())
+
+
+def _apply_step(arr: pa.Array, step: dict[str, Any], per_text: bool) -> pa.Array:
+    """One string step. `per_text` (small batches): Arrow compiles its RE2 pattern on every
+    call (~0.2 ms for \\pP), so a few texts go through a translate table or google-re2 (the
+    same RE2 engine, compiled once) instead."""
+    if step["op"] == "lower":
+        if step["encoding"] == "ascii":
+            return pc.ascii_lower(arr)
+        # ICU's full Unicode lowercasing, as TF's StringLower(encoding="utf-8"); Python's
+        # str.lower applies the same SpecialCasing rules (final sigma, dotted capital I).
+        return pa.array([t.lower() for t in arr.to_pylist()], pa.large_string())
+    replace_global = step.get("replace_global", True)
+    if not per_text:
         return pc.replace_substring_regex(
             arr,
             pattern=step["pattern"],
             replacement=step["rewrite"],
-            max_replacements=None if step.get("replace_global", True) else 1,
+            max_replacements=None if replace_global else 1,
         )
-    if step["encoding"] == "ascii":
-        return pc.ascii_lower(arr)
-    # ICU's full Unicode lowercasing, as TF's StringLower(encoding="utf-8"); Python's str.lower
-    # applies the same SpecialCasing rules (final sigma, dotted capital I).
-    return pa.array([s.lower() for s in arr.to_pylist()], type=pa.large_string())
+    table = _deletion_table(step["pattern"]) if replace_global and not step["rewrite"] else None
+    if table is not None:
+        texts = [t.translate(table) for t in arr.to_pylist()]
+    else:
+        pattern, rewrite = _re2(step["pattern"]), _python_rewrite(step["rewrite"])
+        count = 0 if replace_global else 1
+        texts = [pattern.sub(rewrite, t, count=count) for t in arr.to_pylist()]
+    return pa.array(texts, pa.large_string())
 
 
 def _split(arr: pa.Array, recipe: TextRecipe) -> pa.LargeListArray:
