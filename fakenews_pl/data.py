@@ -266,6 +266,7 @@ class FakeNewsDataModule(LightningDataModule):
         val_source: str = "split",
         split_seed: int = 0,
         batch_size: int = 32,
+        eval_batch_size: int = 1024,
         cache_dir: str | None = None,
         cache_pooled: bool = True,
         num_workers: int = 0,
@@ -375,11 +376,15 @@ class FakeNewsDataModule(LightningDataModule):
         return TokenBatches(self.corpus, self.rows[split], self._labels)
 
     def split_dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
-        """Batches of `split`, in file order unless `shuffle`."""
+        """Batches of `split`, in file order unless `shuffle`.
+
+        Training batches are `batch_size` (the notebook's 32); evaluation batches are
+        `eval_batch_size`: without dropout or updates the results do not depend on it (losses
+        are sample-weighted means), and large batches save per-step overhead."""
         workers = self.hparams.num_workers
         return DataLoader(
             self.dataset(split),
-            batch_size=self.hparams.batch_size,
+            batch_size=self.hparams.batch_size if shuffle else self.hparams.eval_batch_size,
             shuffle=shuffle,
             collate_fn=_batch_as_is,
             num_workers=workers,
