@@ -11,6 +11,13 @@ Dense(1, sigmoid); Adam(1e-4), binary cross-entropy, batch 32, up to 100 epochs,
 val_loss with patience 2 (final weights kept, as in the notebook). `--max-steps` cuts each epoch
 to N batches (for the 20-minute fine-tuning epochs) and reports the time scaled to a full epoch.
 The result JSON holds per-epoch seconds, peak RSS, and the notebook's classification report.
+
+Timing: `epoch_seconds` is wall time from Keras's `on_epoch_begin` to `on_epoch_end`, which
+includes the epoch's validation pass; `train_seconds` / `val_seconds` split it at
+`on_test_begin`. For a cut epoch, `full_epoch_seconds` is the median step time (`step_seconds`,
+the run's first step, which traces the graph, left out) times the steps of a full epoch, plus
+the measured validation time: scaling a mean would multiply one-off costs (graph tracing, the
+optimizer's slot variables, a burst of load from other work).
 """
 
 from __future__ import annotations
@@ -20,12 +27,36 @@ import json
 import math
 import os
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tensorflow_hub's KerasLayer needs Keras 2
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def load_module(module: str, trainable: bool):
+    """The SavedModel, with its table listed as trainable when the exporter did not list it.
+
+    `hub.KerasLayer(trainable=True)` fine-tunes only what the module's `trainable_variables`
+    attribute lists. Google's exporters set it (`self.trainable_variables = [embeddings]` in
+    tensorflow/hub's export_v2.py); a module without it would silently stay frozen, so the
+    variables it holds as attributes are listed here instead, and `build_model` checks it.
+    """
+    import tensorflow as tf
+    import tensorflow_hub as hub
+
+    obj = hub.load(module)
+    if trainable and not getattr(obj, "trainable_variables", None):
+        held = [v for v in vars(obj).values() if isinstance(v, tf.Variable)]
+        obj.variables = obj.trainable_variables = held
+        print(
+            f"note: {module} lists no trainable_variables; fine-tuning the {len(held)} "
+            "variable(s) it holds",
+            file=sys.stderr,
+        )
+    return obj
 
 
 def build_model(module: str, dim: int, trainable: bool):
@@ -35,8 +66,14 @@ def build_model(module: str, dim: int, trainable: bool):
     import tf_keras as keras
 
     hub_layer = hub.KerasLayer(
-        module, output_shape=[dim], input_shape=[], dtype=tf.string, trainable=trainable
+        load_module(module, trainable),
+        output_shape=[dim],
+        input_shape=[],
+        dtype=tf.string,
+        trainable=trainable,
     )
+    if trainable and not hub_layer.trainable_weights:
+        raise SystemExit(f"--trainable: {module} exposes no trainable weights to Keras")
     model = keras.Sequential(
         [
             hub_layer,
@@ -96,14 +133,33 @@ def main() -> None:
     dim = int(tf.saved_model.load(args.module)(tf.constant([""])).shape[-1])
     model = build_model(args.module, dim, args.trainable)
 
-    epoch_seconds: list[float] = []
+    times: dict[str, list[float]] = {"epoch": [], "train": [], "val": [], "step": []}
 
     class EpochTimer(keras.callbacks.Callback):
+        def __init__(self, per_step: bool) -> None:
+            super().__init__()
+            self.per_step = per_step
+            self._supports_tf_logs = True  # no per-batch conversion of the logs to numpy
+
         def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
+            self.start = self.val_start = time.perf_counter()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.per_step:
+                self.step_start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.per_step:
+                times["step"].append(time.perf_counter() - self.step_start)
+
+        def on_test_begin(self, logs=None):
+            self.val_start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            epoch_seconds.append(time.perf_counter() - self.start)
+            end = time.perf_counter()
+            times["epoch"].append(end - self.start)
+            times["train"].append(self.val_start - self.start)
+            times["val"].append(end - self.val_start)
 
     steps_full = math.ceil(len(x["train"]) / 32)
     fit_x, fit_y = x["train"], y["train"]
@@ -120,18 +176,26 @@ def main() -> None:
         validation_data=(x["val"], y["val"]),
         callbacks=[
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, mode="min"),
-            EpochTimer(),
+            EpochTimer(per_step=bool(args.max_steps)),
         ],
     )
     names = args.names.split(",")
     steps_run = math.ceil(len(fit_x) / 32)
+    full_epoch_seconds = times["epoch"]
+    if steps_run < steps_full:
+        step_median = statistics.median(times["step"][1:] or times["step"])
+        full_epoch_seconds = [step_median * steps_full + v for v in times["val"]]
     result = {
         "trainable": args.trainable,
-        "epochs": len(epoch_seconds),
-        "epoch_seconds": epoch_seconds,
+        "trainable_params": int(sum(int(tf.size(w)) for w in model.trainable_weights)),
+        "epochs": len(times["epoch"]),
+        "epoch_seconds": times["epoch"],
+        "train_seconds": times["train"],
+        "val_seconds": times["val"],
+        "step_seconds": times["step"],
         "steps_per_epoch_run": steps_run,
         "steps_per_full_epoch": steps_full,
-        "full_epoch_seconds": [s * steps_full / steps_run for s in epoch_seconds],
+        "full_epoch_seconds": full_epoch_seconds,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
         "train": report(y["train"], model.predict(x["train"], verbose=0)[:, 0], names),
