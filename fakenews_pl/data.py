@@ -32,7 +32,7 @@ import torch
 from pytorch_lightning import LightningDataModule
 from sklearn.model_selection import train_test_split
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
 from fakenews_pl import artifact, demo
 from fakenews_pl.embedding import load_tokenizer
@@ -235,6 +235,29 @@ class PooledBatches(Dataset):
         return self.__getitems__([position])
 
 
+class _WholeEpoch(Sampler):
+    """One batch per epoch: every minibatch of `batches`, concatenated in order."""
+
+    def __init__(self, batches: BatchSampler) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self):
+        yield [i for batch in self.batches for i in batch]
+
+
+class _Minibatch:
+    """collate_fn of fused batches: tags the epoch batch with its minibatch size."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {**batch, "minibatch": self.size}
+
+
 def _batch_as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """collate_fn: `__getitems__` already built the batch (module level: workers pickle it)."""
     return batch
@@ -267,6 +290,7 @@ class FakeNewsDataModule(LightningDataModule):
         split_seed: int = 0,
         batch_size: int = 32,
         eval_batch_size: int = 1024,
+        fuse_train_batches: bool = True,
         cache_dir: str | None = None,
         cache_pooled: bool = True,
         num_workers: int = 0,
@@ -392,7 +416,15 @@ class FakeNewsDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self.split_dataloader("train", shuffle=True)
+        """Shuffled batches of `batch_size`; fused (one process): the whole epoch's batches in
+        one Lightning step, which the model steps through (see FakeNewsClassifier)."""
+        trainer = self.trainer
+        if not self.hparams.fuse_train_batches or (trainer and trainer.world_size > 1):
+            return self.split_dataloader("train", shuffle=True)
+        dataset, size = self.dataset("train"), self.hparams.batch_size
+        # The same sampler classes as shuffle=True, so the same random order for a seed.
+        epoch = _WholeEpoch(BatchSampler(RandomSampler(dataset), size, drop_last=False))
+        return DataLoader(dataset, batch_sampler=epoch, collate_fn=_Minibatch(size))
 
     def val_dataloader(self) -> DataLoader:
         return self.split_dataloader("val")

@@ -173,10 +173,24 @@ def test_batches_equal_the_tokenizer_output(tiny_csv: Path, demo_assets: dict) -
 
 
 def test_dataloader_yields_batches_of_32(tiny_csv: Path, demo_assets: dict) -> None:
-    dm = csv_module(tiny_csv, demo_assets["embedding"], val_fraction=0.1)
+    dm = csv_module(tiny_csv, demo_assets["embedding"], val_fraction=0.1, fuse_train_batches=False)
     dm.setup()
     sizes = [len(b["labels"]) for b in dm.train_dataloader()]
     assert sizes[0] == 32 and sum(sizes) == len(dm.rows["train"])
+
+
+def test_fused_dataloader_yields_the_epoch_as_one_batch_of_minibatches(
+    tiny_csv: Path, demo_assets: dict
+) -> None:
+    dm = csv_module(tiny_csv, demo_assets["embedding"], val_fraction=0.1)
+    dm.setup()
+    (batch,) = list(dm.train_dataloader())
+    assert batch["minibatch"] == 32 and len(batch["labels"]) == len(dm.rows["train"])
+    assert len(batch["offsets"]) == len(dm.rows["train"])
+    # A different shuffle each epoch, of the same rows.
+    (again,) = list(dm.train_dataloader())
+    assert not torch.equal(batch["ids"], again["ids"])
+    assert torch.equal(batch["labels"].sort().values, again["labels"].sort().values)
 
 
 def test_token_cache_is_reused_and_keyed_by_file_contents(

@@ -57,7 +57,6 @@ def test_frozen_model_optimizes_the_head_with_keras_adam(demo_assets: dict) -> N
 def test_dense_finetuning_puts_the_table_in_adam(demo_assets: dict) -> None:
     model = make_model(demo_assets["embedding"], trainable=True)
     optimizer = model.configure_optimizers()
-    assert model.automatic_optimization
     assert any(p is model.embedding.weight for p in optimizer.param_groups[0]["params"])
 
 

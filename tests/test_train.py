@@ -114,6 +114,34 @@ def test_frozen_cache_trains_exactly_like_token_batches(
         assert torch.equal(a, b), key
 
 
+@pytest.mark.parametrize("extra", [[], ["trainable=true", "model.sparse_embedding=true"]])
+def test_fused_epoch_batches_train_exactly_like_lightning_steps(
+    extra, compose_train, root_script, tmp_path: Path
+) -> None:
+    """One Lightning step per epoch (the model steps through its minibatches) must give the
+    same minibatches, updates and metrics as one Lightning step per minibatch."""
+    runs = {}
+    for fused in (True, False):
+        cfg = compose_train(
+            tmp_path / str(fused),
+            f"data.fuse_train_batches={fused}",
+            *extra,
+            "trainer.limit_train_batches=null",
+            "trainer.max_epochs=2",
+        )
+        runs[fused] = root_script("train").train(cfg)
+    (fused_metrics, fused), (plain_metrics, plain) = runs[True], runs[False]
+    assert fused["trainer"].num_training_batches == 1
+    assert plain["trainer"].num_training_batches > 1
+    assert fused["trainer"].global_step == plain["trainer"].global_step > 0
+    assert fused_metrics == plain_metrics
+    assert fused["model"].history == plain["model"].history
+    for (key, a), (_, b) in zip(
+        fused["model"].state_dict().items(), plain["model"].state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), key
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 def test_finetuning_trains_the_table(
     sparse: bool, compose_train, root_script, demo_assets: dict, tmp_path: Path
