@@ -63,7 +63,7 @@ ROWS = (
     ("macro_f1", "macro F1", "{:.4f}"),
     ("epoch_s", "per-epoch s (median)", "{:.2f}"),
     ("first_epoch_s", "first epoch s", "{:.2f}"),
-    ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+    ("peak_rss_mb", "peak RSS MiB", "{:.0f}"),
     ("wall_s", "process wall s", "{:.1f}"),
 )
 CRITERIA = ("accuracy", "f1_Fake", "f1_True")
@@ -205,7 +205,7 @@ def build_module(
         ("convert", [sys.executable, str(REPO / "scripts" / "convert_tfhub.py"), saved, artifact]),
     ):
         run = run_child([str(c) for c in cmd], work / f"{label.replace(' ', '_')}.log")
-        print(f"  {label}: {run['wall_s']:.1f} s, peak RSS {run['peak_rss_mb']:.0f} MB")
+        print(f"  {label}: {run['wall_s']:.1f} s, peak RSS {run['peak_rss_mb']:.0f} MiB")
     return saved, artifact
 
 
