@@ -18,10 +18,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from fakenews_pl import artifact
-from fakenews_pl.pooling import pool_bags
+from fakenews_pl.pooling import COMBINERS, pool_bags
 from fakenews_pl.tokenizer import HubTokenizer, TextRecipe
-
-COMBINERS = ("sqrtn", "mean", "sum")
 
 
 class HubEmbedding(nn.Module):

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fakenews_pl.pooling import COMBINERS
+
 SPLITS = ("v2", "v1", "whitespace")
-COMBINERS = ("sqrtn", "mean", "sum")
 
 
 def export_text_embedding(
