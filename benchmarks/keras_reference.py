@@ -36,29 +36,6 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tensorflow_hub's KerasLayer
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def load_module(module: str, trainable: bool):
-    """The SavedModel, with its table listed as trainable when the exporter did not list it.
-
-    `hub.KerasLayer(trainable=True)` fine-tunes only what the module's `trainable_variables`
-    attribute lists. Google's exporters set it (`self.trainable_variables = [embeddings]` in
-    tensorflow/hub's export_v2.py); a module without it would silently stay frozen, so the
-    variables it holds as attributes are listed here instead, and `build_model` checks it.
-    """
-    import tensorflow as tf
-    import tensorflow_hub as hub
-
-    obj = hub.load(module)
-    if trainable and not getattr(obj, "trainable_variables", None):
-        held = [v for v in vars(obj).values() if isinstance(v, tf.Variable)]
-        obj.variables = obj.trainable_variables = held
-        print(
-            f"note: {module} lists no trainable_variables; fine-tuning the {len(held)} "
-            "variable(s) it holds",
-            file=sys.stderr,
-        )
-    return obj
-
-
 def build_model(module: str, dim: int, trainable: bool):
     """The notebook's `transfer_model`, compiled as it compiles it."""
     import tensorflow as tf
@@ -66,14 +43,19 @@ def build_model(module: str, dim: int, trainable: bool):
     import tf_keras as keras
 
     hub_layer = hub.KerasLayer(
-        load_module(module, trainable),
+        module,
         output_shape=[dim],
         input_shape=[],
         dtype=tf.string,
         trainable=trainable,
     )
     if trainable and not hub_layer.trainable_weights:
-        raise SystemExit(f"--trainable: {module} exposes no trainable weights to Keras")
+        # KerasLayer fine-tunes only what the module lists as `trainable_variables`
+        # (export_v2.py lists the table); without them --trainable would train the head only.
+        raise SystemExit(
+            f"--trainable: {module} lists no trainable_variables, so Keras would fine-tune "
+            "nothing but the head; re-export it with fakenews_pl.hub_module"
+        )
     model = keras.Sequential(
         [
             hub_layer,

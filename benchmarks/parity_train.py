@@ -22,7 +22,7 @@ time of a whole epoch, its validation pass included, on both sides (Keras: `on_e
 `on_epoch_end`; ours: `EpochTimer` below, one `on_train_epoch_start` to the next, added to
 `train.py` through a Hydra `+callbacks.epoch_timer` override); the table shows their median,
 which a burst of load from other work on a shared machine moves less than the mean. Our runs
-write no checkpoints (both checkpoint callbacks null, `+trainer.enable_checkpointing=false`) and
+write no checkpoints (the checkpoint callback null, `trainer.enable_checkpointing=false`) and
 show no progress bar: Keras does neither, and `report_on=last` needs no checkpoint.
 
 Targets: test accuracy and per-class F1 within 1 point of Keras in both modes.
@@ -191,8 +191,12 @@ def build_module(
 
     Both are built in child processes, so this process never holds TensorFlow's memory."""
     texts_file = work / "train_texts.json"
-    texts_file.write_text(json.dumps(train_texts))
     saved, artifact = work / "svd_module", work / "svd_artifact"
+    if _built(texts_file, train_texts, artifact, dim, rows):  # a kept work dir (--keep)
+        print(f"  reusing {saved} and {artifact}: same train texts and size")
+        return saved, artifact
+    shutil.rmtree(artifact, ignore_errors=True)
+    texts_file.write_text(json.dumps(train_texts))
     code = (
         "import json, sys; from pathlib import Path; "
         f"sys.path.insert(0, {str(Path(__file__).parent)!r}); "
@@ -207,6 +211,16 @@ def build_module(
         run = run_child([str(c) for c in cmd], work / f"{label.replace(' ', '_')}.log")
         print(f"  {label}: {run['wall_s']:.1f} s, peak RSS {run['peak_rss_mb']:.0f} MiB")
     return saved, artifact
+
+
+def _built(texts_file: Path, texts: list[str], artifact: Path, dim: int, rows: int | None) -> bool:
+    """Whether `artifact` was converted from an SVD module of these texts at this size."""
+    meta_file = artifact / "meta.json"
+    if not (texts_file.is_file() and meta_file.is_file()):
+        return False
+    meta = json.loads(meta_file.read_text())
+    same_size = meta["dim"] == dim and (rows is None or meta["num_rows"] == rows)
+    return same_size and json.loads(texts_file.read_text()) == texts
 
 
 # ---------------------------------------------------------------- child processes
@@ -272,8 +286,7 @@ def ours_command(
     no checkpoints unless `checkpoints` (then the default checkpoint callbacks run)."""
     no_checkpoints = [
         "callbacks.model_checkpoint=null",
-        "callbacks.last_checkpoint=null",
-        "+trainer.enable_checkpointing=false",  # else Lightning adds its own ModelCheckpoint
+        "trainer.enable_checkpointing=false",  # else Lightning adds its own ModelCheckpoint
     ]
     return [
         sys.executable,

@@ -3,7 +3,9 @@
 The tests, the benchmarks and the Keras reference need modules that behave like Google's
 token embeddings without downloading them. `export_text_embedding` writes one with the same
 structure as the public exporters in tensorflow/hub: a vocabulary asset (`assets/tokens.txt`),
-a table of `vocab + oov_buckets` rows, string preprocessing, and a sparse combiner.
+a table of `vocab + oov_buckets` rows, string preprocessing, a sparse combiner, and the table
+listed as the module's `variables` and `trainable_variables`, so that
+`hub.KerasLayer(path, trainable=True)` fine-tunes it.
 
 `split="v2"` follows `examples/text_embeddings_v2/export_v2.py` (`tf.strings.split(x, " ")`,
 so two spaces make an empty token); `split="v1"` follows `examples/text_embeddings/export.py`
@@ -63,10 +65,18 @@ def export_text_embedding(
 
 
 def _TextEmbedding(vocab_file, table, oov_buckets, strip_punctuation, lower, split, combiner):
-    """A tf.Module shaped like the exporters' TextEmbeddingModel (built lazily for TF)."""
+    """The exporters' TextEmbeddingModel (built lazily for TF).
+
+    A `tf.train.Checkpoint`, as in export_v2.py, rather than a `tf.Module`: a Module's
+    `variables` and `trainable_variables` are read-only properties that are not saved, so a
+    loaded module would list nothing and `hub.KerasLayer(trainable=True)` would fine-tune
+    nothing. Here both are plain attributes saved with the module. The table keeps its
+    checkpoint key `embeddings/.ATTRIBUTES/VARIABLE_VALUE` (its shortest path); saving also
+    adds the Checkpoint's scalar int64 `save_counter`, which no signature reads.
+    """
     import tensorflow as tf
 
-    class TextEmbeddingModel(tf.Module):
+    class TextEmbeddingModel(tf.train.Checkpoint):
         def __init__(self):
             super().__init__()
             self._vocabulary_file = tf.saved_model.Asset(vocab_file)
@@ -81,6 +91,8 @@ def _TextEmbedding(vocab_file, table, oov_buckets, strip_punctuation, lower, spl
                 num_oov_buckets=oov_buckets,
             )
             self.embeddings = tf.Variable(table)
+            self.variables = [self.embeddings]
+            self.trainable_variables = [self.embeddings]
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
         def _tokenize(self, sentences):

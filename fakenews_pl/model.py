@@ -4,9 +4,10 @@
 
 Keras parity: glorot-uniform weights and zero biases, binary cross-entropy on the logit (Keras
 does the same for a sigmoid output), Adam with lr 1e-4 and Keras's epsilon 1e-7. The embedding
-is frozen unless `trainable`; `sparse_embedding` trains it with sparse gradients and
-`torch.optim.SparseAdam` (lazy: only the rows a batch touches move), the dense path is exact
-Adam over the whole table, as Keras's Adam applies it.
+is frozen unless `trainable`; `sparse_embedding` trains it with sparse gradients and SparseAdam
+(`optim.RowSparseAdam`; lazy: only the rows a batch touches move), the dense path is exact Adam
+over the whole table, as Keras's Adam applies it. On one process an epoch is one Lightning step
+that steps through its 32-row minibatches itself (`head.HeadStep`, `optim.AdamStep`).
 
 Checkpoints hold the embedding's path and sizes as hyperparameters, never the tensor; a frozen
 model's checkpoint leaves the table out altogether and reloads it from the artifact, refusing
@@ -21,6 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from pytorch_lightning import LightningModule
+from pytorch_lightning.core.optimizer import LightningOptimizer
+from pytorch_lightning.plugins.precision import Precision
 from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
@@ -28,22 +31,10 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
 from fakenews_pl.embedding import HubEmbedding
+from fakenews_pl.head import DenseHead
+from fakenews_pl.optim import RowSparseAdam, stepper
 
 EMBEDDING_PREFIX = "embedding."
-
-
-def build_head(dim: int, hidden_sizes: Sequence[int], dropouts: Sequence[float]) -> nn.Sequential:
-    """(B, dim) -> (B, 1) logits: Dense+ReLU+Dropout per hidden size, Keras-initialised."""
-    layers: list[nn.Module] = []
-    for width, p in zip(hidden_sizes, dropouts, strict=True):
-        layers += [nn.Linear(dim, width), nn.ReLU(), nn.Dropout(p)]
-        dim = width
-    layers.append(nn.Linear(dim, 1))
-    for layer in layers:
-        if isinstance(layer, nn.Linear):
-            nn.init.xavier_uniform_(layer.weight)  # = Keras glorot_uniform
-            nn.init.zeros_(layer.bias)
-    return nn.Sequential(*layers)
 
 
 def check_strategy(sparse_trainable: bool, strategy: Strategy) -> None:
@@ -68,6 +59,18 @@ def check_strategy(sparse_trainable: bool, strategy: Strategy) -> None:
             f"model.sparse_embedding=true with trainable=true needs the gloo backend; "
             f"DDP process_group_backend is {backend!r}, which has no sparse all-reduce: {fix}"
         )
+
+
+def _minibatches(batch: dict[str, Any], size: int):
+    """The consecutive `size`-row minibatches of a batch (the last may be shorter)."""
+    if "pooled" in batch:
+        parts = zip(batch["pooled"].split(size), batch["labels"].split(size), strict=True)
+        for pooled, labels in parts:
+            yield {"pooled": pooled, "labels": labels}
+        return
+    n = len(batch["labels"])
+    for start in range(0, n, size):
+        yield _slice(batch, start, min(start + size, n))
 
 
 def _slice(batch: dict[str, Any], start: int, stop: int) -> dict[str, torch.Tensor]:
@@ -117,9 +120,9 @@ class FakeNewsClassifier(LightningModule):
         # Sizes, not tensors: what a checkpoint needs to rebuild the module.
         self.hparams.embedding_dim = self.embedding.dim
         self.hparams.embedding_rows = self.embedding.num_rows
-        self.head = build_head(self.embedding.dim, hidden_sizes, dropouts)
+        self.head = DenseHead(self.embedding.dim, hidden_sizes, dropouts)
         self.sparse_trainable = trainable and sparse_embedding
-        # Stepped by hand: SparseAdam (table) + Adam (head) are two optimizers, and a fused
+        # Stepped by hand: the table and the head have their own optimizers, and a fused
         # batch holds many minibatches (see training_step).
         self.automatic_optimization = False
         self.metrics = nn.ModuleDict()
@@ -136,7 +139,7 @@ class FakeNewsClassifier(LightningModule):
         pooled = batch.get("pooled")
         if pooled is None:
             pooled = self.embedding(batch["ids"], batch["offsets"])  # (T,), (B,) -> (B, D)
-        return self.head(pooled).squeeze(-1)
+        return self.head(pooled)
 
     @torch.no_grad()
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
@@ -156,14 +159,16 @@ class FakeNewsClassifier(LightningModule):
         self.metrics[f"{split}_accuracy"].update(torch.sigmoid(logits.detach()), batch["labels"])
         return loss
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         """One optimizer step per minibatch of 32. A fused batch (the data module's default on
-        one process) holds a whole epoch: stepping through it here costs a fraction of
-        Lightning's per-step overhead, with the same minibatches, order and updates."""
+        one process) holds a whole epoch, stepped through here with the same minibatches,
+        order and updates: by hand (`_fused_epoch`) on one device at 32-bit precision, else
+        with Lightning's `manual_backward` and optimizer wrappers."""
+        if "minibatch" in batch and self._steps_by_hand():
+            return self._fused_epoch(batch)
         size = batch.get("minibatch") or len(batch["labels"])
         n, logits = len(batch["labels"]), []
-        optimizers = self.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        optimizers = self._optimizer_list()
         for start in range(0, n, size):
             part = _slice(batch, start, min(start + size, n))
             part_logits = self(part)
@@ -173,13 +178,69 @@ class FakeNewsClassifier(LightningModule):
             self.manual_backward(loss)
             for optimizer in optimizers:
                 optimizer.step()
-            # Keras's epoch loss is the sample-weighted mean of minibatch losses (updated one
-            # by one: the float sum then rounds as with one Lightning step per minibatch).
+            # Keras's epoch loss is the sample-weighted mean of minibatch losses.
             self.metrics["train_loss"].update(loss.detach(), weight=len(part_logits))
             logits.append(part_logits.detach())
         # Counts are exact, so accuracy can take the epoch at once.
         self.metrics["train_accuracy"].update(torch.sigmoid(torch.cat(logits)), batch["labels"])
         return loss
+
+    def _optimizer_list(self) -> list[LightningOptimizer]:
+        optimizers = self.optimizers()
+        return optimizers if isinstance(optimizers, list) else [optimizers]
+
+    def _steps_by_hand(self) -> bool:
+        """Whether an epoch can skip Lightning's per-step wrappers: one device, 32-bit (no
+        gradient scaling, no autocast) and nothing else between backward and step."""
+        trainer = self.trainer
+        return (
+            type(trainer.strategy) is SingleDeviceStrategy
+            and type(trainer.precision_plugin) is Precision
+        )
+
+    def _fused_epoch(self, batch: dict[str, Any]) -> None:
+        """Every minibatch of a fused batch: the head's forward and backward by `HeadStep`
+        and its Adam update by `stepper` (the same ATen calls as autograd and `Adam.step`:
+        identical weights, tested); the table's gradient by autograd when it trains.
+        Lightning's step counter advances per optimizer step as `LightningOptimizer.step`
+        does; per-step hooks (`on_before_backward`, `on_after_backward`,
+        `on_before_optimizer_step`) are not called: `data.fuse_train_batches=false` runs one
+        Lightning step per minibatch with all of them."""
+        labels, size = batch["labels"], batch["minibatch"]
+        wrappers = self._optimizer_list()
+        head_optimizer, *table_optimizers = [w.optimizer for w in wrappers]
+        trainable = bool(table_optimizers)
+        head_step, step_head = self.head.stepper(), None
+        logits = []
+        for part in _minibatches(batch, size):
+            x = part.get("pooled")
+            if x is None:
+                with torch.set_grad_enabled(trainable):
+                    x = self.embedding(part["ids"], part["offsets"])
+            part_logits, grad = head_step(x, part["labels"], trainable)
+            for wrapper in wrappers:
+                wrapper._on_before_step()
+            if trainable:
+                for optimizer in table_optimizers:
+                    optimizer.zero_grad()
+                x.backward(grad)
+                for optimizer in table_optimizers:
+                    optimizer.step()
+            if step_head is None:  # the first step creates Adam's state; then its kernel alone
+                head_optimizer.step()
+                step_head = stepper(head_optimizer)
+            else:
+                step_head()
+            for wrapper in wrappers:
+                wrapper._on_after_step()
+            logits.append(part_logits)
+        logits = torch.cat(logits)
+        # Keras's epoch loss: the sample-weighted mean of the minibatch losses.
+        losses = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        means = torch.stack([chunk.mean() for chunk in losses.split(size)])
+        sizes = torch.tensor([len(c) for c in labels.split(size)], dtype=means.dtype)
+        self.metrics["train_loss"].update(means, weight=sizes.to(means.device))
+        self.metrics["train_accuracy"].update(torch.sigmoid(logits), labels)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -202,6 +263,9 @@ class FakeNewsClassifier(LightningModule):
         if not self.trainer.sanity_checking:
             self._val_row = {"epoch": self.current_epoch, **values}
 
+    def on_train_epoch_start(self) -> None:
+        self.head.masks.reset()  # an epoch's dropout masks depend on the seed state alone
+
     def on_train_epoch_end(self) -> None:
         values = self._compute("train")
         self.log_dict(values, prog_bar=True)
@@ -222,18 +286,23 @@ class FakeNewsClassifier(LightningModule):
         if hasattr(datamodule, "cache_features"):
             datamodule.cache_features(None if self.hparams.trainable else self.embedding)
 
-    def configure_optimizers(self) -> Any:
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Adam for the head; for a trainable table, a second optimizer: Adam (exact, dense)
+        or SparseAdam (lazy: only the rows a minibatch touches). Adam is per-parameter, so
+        two optimizers step exactly as one over both."""
         hp = self.hparams
         # The fused kernel is the same Adam in one pass over memory: for a dense 1M-row table
         # that is ~4x faster than the per-tensor loop on CPU.
-        fused = all(p.device.type in ("cpu", "cuda") for p in self.head.parameters())
-        if self.sparse_trainable:
-            return [
-                torch.optim.Adam(self.head.parameters(), lr=hp.lr, eps=hp.adam_eps, fused=fused),
-                torch.optim.SparseAdam([self.embedding.weight], lr=hp.lr, eps=hp.adam_eps),
-            ]
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=hp.lr, eps=hp.adam_eps, fused=fused)
+        fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters())
+        optimizers: list[torch.optim.Optimizer] = [
+            torch.optim.Adam(self.head.parameters(), lr=hp.lr, eps=hp.adam_eps, fused=fused)
+        ]
+        table = [p for p in self.embedding.parameters() if p.requires_grad]
+        if table and self.sparse_trainable:
+            optimizers.append(RowSparseAdam(table, lr=hp.lr, eps=hp.adam_eps))
+        elif table:
+            optimizers.append(torch.optim.Adam(table, lr=hp.lr, eps=hp.adam_eps, fused=fused))
+        return optimizers
 
     # ------------------------------------------------------------------ checkpoints
 

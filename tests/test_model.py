@@ -46,7 +46,7 @@ def test_hparams_hold_path_and_sizes_not_tensors(demo_assets: dict) -> None:
 
 def test_frozen_model_optimizes_the_head_with_keras_adam(demo_assets: dict) -> None:
     model = make_model(demo_assets["embedding"])
-    optimizer = model.configure_optimizers()
+    (optimizer,) = model.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adam)
     params = optimizer.param_groups[0]["params"]
     assert {id(p) for p in params} == {id(p) for p in model.head.parameters()}
@@ -56,8 +56,12 @@ def test_frozen_model_optimizes_the_head_with_keras_adam(demo_assets: dict) -> N
 
 def test_dense_finetuning_puts_the_table_in_adam(demo_assets: dict) -> None:
     model = make_model(demo_assets["embedding"], trainable=True)
-    optimizer = model.configure_optimizers()
-    assert any(p is model.embedding.weight for p in optimizer.param_groups[0]["params"])
+    head_opt, table_opt = model.configure_optimizers()
+    assert type(table_opt) is torch.optim.Adam and table_opt.defaults["eps"] == 1e-7
+    assert table_opt.param_groups[0]["params"] == [model.embedding.weight]
+    assert {id(p) for p in head_opt.param_groups[0]["params"]} == {
+        id(p) for p in model.head.parameters()
+    }
 
 
 def test_sparse_finetuning_uses_sparse_adam_on_sparse_gradients(demo_assets: dict) -> None:
