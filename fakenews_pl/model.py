@@ -211,6 +211,10 @@ class FakeNewsClassifier(LightningModule):
         head_optimizer, *table_optimizers = [w.optimizer for w in wrappers]
         trainable = bool(table_optimizers)
         head_step, step_head = self.head.stepper(), None
+        # (The table's gradient is a new tensor every step: no AdamStep for it.)
+        step_tables = [
+            o.update if isinstance(o, RowSparseAdam) else o.step for o in table_optimizers
+        ]
         logits = []
         for part in _minibatches(batch, size):
             x = part.get("pooled")
@@ -224,8 +228,8 @@ class FakeNewsClassifier(LightningModule):
                 for optimizer in table_optimizers:
                     optimizer.zero_grad()
                 x.backward(grad)
-                for optimizer in table_optimizers:
-                    optimizer.step()
+                for step_table in step_tables:
+                    step_table()
             if step_head is None:  # the first step creates Adam's state; then its kernel alone
                 head_optimizer.step()
                 step_head = stepper(head_optimizer)

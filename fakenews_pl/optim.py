@@ -74,7 +74,8 @@ class AdamStep:
 
 
 def stepper(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
-    """The cheapest exact `optimizer.step` available: `AdamStep` for a stepped Adam."""
+    """The cheapest exact `optimizer.step` for gradients written in place: `AdamStep` for a
+    stepped Adam, else `optimizer.step`."""
     if type(optimizer) is torch.optim.Adam and len(optimizer.param_groups) == 1:
         group = optimizer.param_groups[0]
         if all(optimizer.state.get(p) and p.grad is not None for p in group["params"]):
@@ -95,6 +96,12 @@ class RowSparseAdam(torch.optim.SparseAdam):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self.update()
+        return loss
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """The update of `step()`, without `Optimizer.step`'s per-call hooks and profiling."""
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for param in group["params"]:
@@ -125,7 +132,6 @@ class RowSparseAdam(torch.optim.SparseAdam):
                     beta2=beta2,
                     eps=group["eps"],
                 )
-        return loss
 
 
 def _row_adam(
