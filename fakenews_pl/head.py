@@ -32,6 +32,8 @@ class DropoutMasks:
     """
 
     def __init__(self, widths: Sequence[int], rates: Sequence[float], chunk_rows: int = 8192):
+        if not all(0 <= p < 1 for p in rates):
+            raise ValueError(f"dropout rates must be in [0, 1), got {list(rates)}")
         self.widths, self.rates, self.chunk_rows = tuple(widths), tuple(rates), chunk_rows
         self.reset()
 

@@ -155,3 +155,8 @@ def test_dropout_masks_keep_with_probability_one_minus_p_and_rescale() -> None:
     torch.manual_seed(9)
     (again,) = masks.take(4096, torch.zeros(1))
     assert torch.equal(mask, again)
+
+
+def test_dropout_rates_outside_zero_one_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"dropout rates must be in \[0, 1\), got \[0.3, 1.0\]"):
+        DenseHead(4, (8, 8), (0.3, 1.0))
