@@ -74,11 +74,8 @@ def _minibatches(batch: dict[str, Any], size: int):
 
 
 def _slice(batch: dict[str, Any], start: int, stop: int) -> dict[str, torch.Tensor]:
-    """Rows [start, stop) of a batch of pooled vectors or of token bags."""
+    """Rows [start, stop) of a batch of token bags."""
     part = {"labels": batch["labels"][start:stop]}
-    if "pooled" in batch:
-        part["pooled"] = batch["pooled"][start:stop]
-        return part
     ids, offsets = batch["ids"], batch["offsets"]
     first = int(offsets[start])
     last = int(offsets[stop]) if stop < len(offsets) else len(ids)
@@ -167,10 +164,9 @@ class FakeNewsClassifier(LightningModule):
         if "minibatch" in batch and self._steps_by_hand():
             return self._fused_epoch(batch)
         size = batch.get("minibatch") or len(batch["labels"])
-        n, logits = len(batch["labels"]), []
+        logits = []
         optimizers = self._optimizer_list()
-        for start in range(0, n, size):
-            part = _slice(batch, start, min(start + size, n))
+        for part in _minibatches(batch, size):
             part_logits = self(part)
             loss = F.binary_cross_entropy_with_logits(part_logits.float(), part["labels"])
             for optimizer in optimizers:
@@ -240,10 +236,10 @@ class FakeNewsClassifier(LightningModule):
             logits.append(part_logits)
         logits = torch.cat(logits)
         # Keras's epoch loss: the sample-weighted mean of the minibatch losses.
-        losses = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-        means = torch.stack([chunk.mean() for chunk in losses.split(size)])
-        sizes = torch.tensor([len(c) for c in labels.split(size)], dtype=means.dtype)
-        self.metrics["train_loss"].update(means, weight=sizes.to(means.device))
+        chunks = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").split(size)
+        means = torch.stack([chunk.mean() for chunk in chunks])
+        sizes = means.new_tensor([len(chunk) for chunk in chunks])
+        self.metrics["train_loss"].update(means, weight=sizes)
         self.metrics["train_accuracy"].update(torch.sigmoid(logits), labels)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

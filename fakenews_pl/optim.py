@@ -28,14 +28,14 @@ class AdamStep:
             raise ValueError(
                 f"AdamStep takes one parameter group, got {len(optimizer.param_groups)}"
             )
-        group = optimizer.param_groups[0]
-        params = group["params"]
-        state = [optimizer.state.get(p) for p in params]
-        if any(p.grad is None for p in params) or not all(state):
+        if not _stepped(optimizer):
             raise ValueError(
                 "AdamStep needs every parameter's gradient and Adam state: call optimizer.step() "
                 "first"
             )
+        group = optimizer.param_groups[0]
+        params = group["params"]
+        state = [optimizer.state[p] for p in params]
         self.group = group
         self.tensors = (
             params,
@@ -77,10 +77,15 @@ def stepper(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     """The cheapest exact `optimizer.step` for gradients written in place: `AdamStep` for a
     stepped Adam, else `optimizer.step`."""
     if type(optimizer) is torch.optim.Adam and len(optimizer.param_groups) == 1:
-        group = optimizer.param_groups[0]
-        if all(optimizer.state.get(p) and p.grad is not None for p in group["params"]):
+        if _stepped(optimizer):
             return AdamStep(optimizer)
     return optimizer.step
+
+
+def _stepped(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every parameter of the first group has a gradient and optimizer state."""
+    params = optimizer.param_groups[0]["params"]
+    return all(p.grad is not None and optimizer.state.get(p) for p in params)
 
 
 class RowSparseAdam(torch.optim.SparseAdam):
