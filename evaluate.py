@@ -13,19 +13,22 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from pytorch_lightning import seed_everything  # noqa: E402
 
-from fakenews_pl import pipeline  # noqa: E402
+from fakenews_pl import demo, pipeline  # noqa: E402
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Load the checkpoint and its data, predict train and test, write the report."""
     seed_everything(cfg.seed, workers=True)
     model, datamodule = pipeline.load_checkpoint(cfg)
+    inputs = [model.hparams.embedding_path, *datamodule.paths]
+    synthetic = demo.uses_demo(cfg.paths.demo_dir, inputs)
     info = {"checkpoint": cfg.ckpt_path}
-    return pipeline.write_report(model, datamodule, cfg.paths.output_dir, info)
+    return pipeline.write_report(model, datamodule, cfg.paths.output_dir, info, synthetic)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval.yaml")
 def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point: evaluate a checkpoint, return its test accuracy."""
     metrics = evaluate(cfg)
     return metrics.get("test/accuracy")
 

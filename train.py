@@ -24,6 +24,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     Only rank 0 reports; other ranks return empty metrics.
     """
     seed_everything(cfg.seed, workers=True)
+    synthetic = pipeline.prepare_demo(cfg)
     embedding_path = pipeline.ensure_embedding(cfg.embedding)
     datamodule = pipeline.build_datamodule(cfg.data, embedding_path)
     model = pipeline.build_model(cfg.model, datamodule)
@@ -34,12 +35,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         return {}, objects
     reported = pipeline.weights_for_report(trainer, model, cfg.report_on)
     info = {"weights": pipeline.REPORT_ON[cfg.report_on]}
-    metrics = pipeline.write_report(reported, datamodule, cfg.paths.output_dir, info)
+    metrics = pipeline.write_report(reported, datamodule, cfg.paths.output_dir, info, synthetic)
     return metrics, {**objects, "reported_model": reported}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point: train, report, return the metric a sweep optimizes."""
     metrics, _ = train(cfg)
     return metrics.get(cfg.get("optimized_metric"))
 

@@ -5,7 +5,8 @@
     DIR/meta.json          source, sizes, hash, text recipe, combiner, sha256 of both files,
                            and the parity figure measured against TensorFlow
 
-Nothing here imports TensorFlow.
+`write_artifact` writes the format and `read` reads it back (verified). Nothing here imports
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from fakenews_pl.tokenizer import HubTokenizer, TextRecipe
 
 FORMAT = "fakenews_pl.hub_embedding/1"
 TABLE_FILE = "table.safetensors"
@@ -32,6 +36,7 @@ class ArtifactError(ValueError):
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -40,6 +45,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
 
 
 def write_vocab(path: str | os.PathLike, vocab: list[str]) -> None:
+    """One token per line, UTF-8; refuses empty tokens and newlines."""
     for i, token in enumerate(vocab):
         if "\n" in token or not token:
             raise ArtifactError(f"vocabulary token {i} ({token!r}) is empty or holds a newline")
@@ -48,6 +54,7 @@ def write_vocab(path: str | os.PathLike, vocab: list[str]) -> None:
 
 
 def read_vocab(path: str | os.PathLike) -> list[str]:
+    """The tokens `write_vocab` wrote, or an `ArtifactError`."""
     data = Path(path).read_bytes()
     if data and not data.endswith(b"\n"):
         raise ArtifactError(f"{path}: the last vocabulary line is not newline-terminated")
@@ -58,6 +65,7 @@ def read_vocab(path: str | os.PathLike) -> list[str]:
 
 
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
+    """meta.json of an artifact directory, or an `ArtifactError` naming the fix."""
     path = Path(directory) / META_FILE
     if not path.is_file():
         raise ArtifactError(
@@ -85,6 +93,43 @@ def verify_checksums(directory: str | os.PathLike, meta: dict[str, Any]) -> None
                 f"{path}: sha256 {actual} does not match {expected} recorded in {META_FILE}; "
                 "the file is truncated or altered, convert the module again"
             )
+
+
+@dataclass
+class Artifact:
+    """A converted embedding read from disk: its table, tokenizer and metadata."""
+
+    table: Any  # (vocab_size + oov_buckets, dim) float32 torch.Tensor
+    tokenizer: HubTokenizer
+    meta: dict[str, Any]
+
+
+def read(directory: str | os.PathLike, verify: bool = True) -> Artifact:
+    """Read an artifact directory; `verify` checks every file against meta.json's sha256."""
+    from safetensors.torch import load_file
+
+    path = Path(directory)
+    meta = read_meta(path)
+    if verify:
+        verify_checksums(path, meta)
+    tensors = load_file(path / TABLE_FILE)
+    if TABLE_KEY not in tensors:
+        raise ArtifactError(f"{path / TABLE_FILE} has no tensor {TABLE_KEY!r}")
+    return Artifact(tensors[TABLE_KEY], read_tokenizer(path, meta), {**meta, "path": str(path)})
+
+
+def read_tokenizer(
+    directory: str | os.PathLike, meta: dict[str, Any] | None = None
+) -> HubTokenizer:
+    """The tokenizer of an artifact (vocabulary, OOV buckets, text recipe), without its table."""
+    path = Path(directory)
+    meta = meta or read_meta(path)
+    vocab = read_vocab(path / VOCAB_FILE)
+    if len(vocab) != meta["vocab_size"]:
+        raise ArtifactError(
+            f"{path / VOCAB_FILE} has {len(vocab)} tokens, meta.json says {meta['vocab_size']}"
+        )
+    return HubTokenizer(vocab, meta["oov_buckets"], TextRecipe.from_dict(meta["recipe"]))
 
 
 def write_artifact(
@@ -119,6 +164,7 @@ def write_artifact(
 
 
 def write_meta(directory: str | os.PathLike, meta: dict[str, Any]) -> None:
+    """Write meta.json with the sha256 of the table and vocabulary."""
     meta = {"format": FORMAT, **meta}
     meta["sha256"] = {
         name: sha256_file(Path(directory) / name) for name in (TABLE_FILE, VOCAB_FILE)

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from lightning_fabric.utilities.cloud_io import get_filesystem
-from lightning_fabric.utilities.types import _PATH
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 
@@ -25,8 +24,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` whose local saves stream into a temporary file, then rename it."""
 
     def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+        self,
+        checkpoint: dict[str, Any],
+        path: str | os.PathLike,
+        storage_options: Any | None = None,
     ) -> None:
+        """Stream `checkpoint` into a temporary file beside `path`, then rename it to `path`."""
         if storage_options is not None or "file" not in get_filesystem(path).protocol:
             super().save_checkpoint(checkpoint, path, storage_options)  # remote: Lightning's
             return

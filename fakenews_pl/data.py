@@ -1,269 +1,52 @@
-"""CSV files -> token ids (tokenized once, cached on disk) -> batches for the classifier.
+"""The LightningDataModule: labelled CSV files -> a tokenized corpus -> split batches.
 
     dm = FakeNewsDataModule("artifacts/embeddings/nnlm128", train_csv="train.csv",
                             test_csv="test.csv")
     dm.setup()
-    batch = next(iter(dm.train_dataloader()))   # {"ids", "offsets", "labels"}
+    batch = next(iter(dm.train_dataloader()))   # a batches.TokenBatch
 
-`format="notebook"` reads the notebook's columns and rebuilds its input exactly:
-`" ".join(new_cleaning(for_glove))`; `format="csv"` takes `text_column` as it is. Labels are
-numbered like sklearn's `LabelEncoder` (sorted names: `Fake`=0, `True`=1) unless `label_names`
-fixes the order. Splits, train/val/test, are index arrays into one tokenized corpus.
-
-With a frozen embedding the model calls `cache_features(embedding)` once: every row is pooled
-to a (D,) vector and batches then carry `pooled` (B, D) instead of ids (dropout comes after
-the first dense layer, so the pooled vectors never change during training).
+Reading, preprocessing, tokenizing and splitting live in `fakenews_pl.corpus`; what a batch
+holds in `fakenews_pl.batches`. With a frozen embedding, `fakenews_pl.callbacks.PooledFeatures`
+hands the module the pooled (N, D) vectors of every row (`use_pooled`), and batches then carry
+those instead of token ids.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from pytorch_lightning import LightningDataModule
-from sklearn.model_selection import train_test_split
-from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from fakenews_pl import artifact, demo
-from fakenews_pl.embedding import load_tokenizer
-from fakenews_pl.tokenizer import HubTokenizer
+from fakenews_pl import batches, corpus, fused
 
-FORMATS = ("notebook", "csv")
 VAL_SOURCES = ("split", "test")
 SPLITS = ("train", "val", "test")
-_CACHE_VERSION = 1
 
 
-class DataError(ValueError):
-    """A data file that cannot be used; the message names the file, row or column, and why."""
-
-
-# ---------------------------------------------------------------- reading and preprocessing
-
-
-def notebook_text(for_glove: pd.Series) -> pd.Series:
-    """The notebook's `text_from_token(new_cleaning(x))`, vectorised.
-
-    `new_cleaning` deletes `[`, `]`, `'` and spaces and splits on `,`; `" ".join` of that
-    split is the same string with every `,` turned into a space.
-    """
-    out = for_glove
-    for char in ("[", "]", "'", " "):
-        out = out.str.replace(char, "", regex=False)
-    return out.str.replace(",", " ", regex=False)
-
-
-def read_labelled_csv(
-    path: str | os.PathLike, text_column: str, label_column: str, notebook: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """(texts, labels) as string arrays from one `.csv` / `.csv.gz` file, or a `DataError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such data file")
-    try:
-        header = list(pd.read_csv(path, nrows=0).columns)
-    except (ValueError, UnicodeDecodeError, OSError) as e:
-        raise DataError(f"{path}: not a readable CSV file ({e})") from None
-    for column, role in ((text_column, "text_column"), (label_column, "label_column")):
-        if column not in header:
-            hint = (
-                " (data=notebook expects the notebook's columns text,label,cleaned,for_glove; "
-                "use data=csv with data.text_column=... for other files)"
-                if notebook
-                else ""
-            )
-            raise DataError(
-                f"{path}: missing column {column!r} (data.{role}); "
-                f"the file has columns {header}{hint}"
-            )
-    # Only empty cells are missing: a headline reading "NA" or "null" is text.
-    frame = pd.read_csv(
-        path,
-        usecols=[text_column, label_column],
-        dtype=str,
-        keep_default_na=False,
-        na_values=[""],
-    )
-    for column in (text_column, label_column):
-        _require_values(path, frame[column], column)
-    texts = frame[text_column]
-    if notebook:
-        _require_lists(path, texts, text_column)
-        texts = notebook_text(texts)
-    return texts.to_numpy(dtype=object), frame[label_column].to_numpy(dtype=str)
-
-
-def _require_values(path: Path, values: pd.Series, column: str) -> None:
-    empty = np.flatnonzero(values.isna().to_numpy())
-    if len(empty):
-        raise DataError(
-            f"{path}: data row {empty[0] + 1} has an empty {column!r} "
-            f"({len(empty)} such rows); expected a value in every row"
+def check_options(
+    format: str,
+    val_source: str,
+    files: Sequence[str] | None,
+    train_csv: str | None,
+    test_csv: str | None,
+    label_names: Sequence[str] | None,
+) -> None:
+    """Refuse option combinations the data module cannot use, naming the `data.*` keys."""
+    if format not in corpus.FORMATS:
+        raise ValueError(f"data.format must be one of {corpus.FORMATS}, got {format!r}")
+    if val_source not in VAL_SOURCES:
+        raise ValueError(f"data.val_source must be one of {VAL_SOURCES}, got {val_source!r}")
+    pair = train_csv is not None or test_csv is not None
+    if bool(files) == pair or (pair and not (train_csv and test_csv)):
+        raise ValueError(
+            "give either data.files (split into train/test) or both data.train_csv and "
+            f"data.test_csv; got files={files}, train_csv={train_csv}, test_csv={test_csv}"
         )
-
-
-def _require_lists(path: Path, values: pd.Series, column: str) -> None:
-    stripped = values.str.strip()
-    bad = np.flatnonzero(~(stripped.str.startswith("[") & stripped.str.endswith("]")).to_numpy())
-    if len(bad):
-        raise DataError(
-            f"{path}: data row {bad[0] + 1} column {column!r} is {values.iloc[bad[0]][:60]!r}; "
-            "expected a token list stored as a Python-list string like \"['word', 'word']\""
-        )
-
-
-def encode_labels(
-    path: str | os.PathLike, labels: np.ndarray, class_names: Sequence[str], column: str
-) -> np.ndarray:
-    """Label strings -> class indices (int64), or a `DataError` naming the first unknown one."""
-    codes = pd.Categorical(labels, categories=list(class_names)).codes.astype(np.int64)
-    bad = np.flatnonzero(codes < 0)
-    if len(bad):
-        raise DataError(
-            f"{path}: data row {bad[0] + 1} has label {labels[bad[0]]!r} in column {column!r}; "
-            f"expected one of {list(class_names)}"
-        )
-    return codes
-
-
-# ---------------------------------------------------------------- tokenization, cached
-
-
-def token_cache_key(path: str | os.PathLike, text_spec: dict[str, Any], meta: dict) -> str:
-    """Hash of the file's bytes, how its text is built, and the embedding's vocabulary."""
-    parts = {
-        "version": _CACHE_VERSION,
-        "file_sha256": artifact.sha256_file(path),
-        "text": text_spec,
-        "embedding_sha256": meta["sha256"],
-        "recipe": meta["recipe"],
-        "oov_buckets": meta["oov_buckets"],
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def tokenize_cached(
-    texts: np.ndarray, tokenizer: Callable[[], HubTokenizer], cache_file: Path | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(total_tokens,) ids and (N,) bag lengths, read from `cache_file` when it exists.
-
-    `tokenizer` is called only on a cache miss (a large vocabulary takes a while to index).
-    """
-    if cache_file is not None and cache_file.is_file():
-        with np.load(cache_file) as cached:
-            return cached["ids"], cached["lengths"]
-    ids, offsets = tokenizer().encode(texts.tolist())
-    lengths = np.diff(offsets, append=len(ids)).astype(np.int64)
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as f:
-            np.savez(f, ids=ids, lengths=lengths)
-        os.replace(tmp, cache_file)  # atomic: concurrent ranks write identical bytes
-    return ids, lengths
-
-
-@dataclass
-class Corpus:
-    """Every row of every file, tokenized: `ids[starts[i]:starts[i] + lengths[i]]` is row i."""
-
-    texts: np.ndarray  # (N,) str
-    labels: np.ndarray  # (N,) int64
-    ids: np.ndarray  # (total_tokens,) int64
-    starts: np.ndarray  # (N,) int64
-    lengths: np.ndarray  # (N,) int64
-
-
-# ---------------------------------------------------------------- batches
-
-
-def gather_bags(
-    ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray, rows: np.ndarray
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows' bags -> (total,) ids and (B,) offsets for EmbeddingBag, with numpy only."""
-    lens = lengths[rows]
-    offsets = np.zeros(len(rows), dtype=np.int64)
-    np.cumsum(lens[:-1], out=offsets[1:])
-    # Position of every token of the batch in the flat `ids`: its bag's start + its rank.
-    positions = np.arange(lens.sum(), dtype=np.int64) + np.repeat(starts[rows] - offsets, lens)
-    return torch.from_numpy(ids[positions]), torch.from_numpy(offsets)
-
-
-class TokenBatches(Dataset):
-    """Rows of a corpus; `__getitems__` builds a whole batch at once (no per-item collate)."""
-
-    def __init__(self, corpus: Corpus, rows: np.ndarray, labels: torch.Tensor) -> None:
-        self.corpus, self.rows, self.labels = corpus, rows, labels
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitems__(self, positions: list[int]) -> dict[str, torch.Tensor]:
-        rows = self.rows[np.asarray(positions, dtype=np.int64)]
-        c = self.corpus
-        ids, offsets = gather_bags(c.ids, c.starts, c.lengths, rows)
-        return {"ids": ids, "offsets": offsets, "labels": self.labels[rows]}
-
-    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
-        return self.__getitems__([position])
-
-
-class PooledBatches(Dataset):
-    """Rows of precomputed (N, D) pooled vectors; one index operation per batch."""
-
-    def __init__(self, pooled: torch.Tensor, rows: np.ndarray, labels: torch.Tensor) -> None:
-        self.pooled, self.rows, self.labels = pooled, torch.from_numpy(rows), labels
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitems__(self, positions: list[int]) -> dict[str, torch.Tensor]:
-        rows = self.rows[torch.as_tensor(positions, dtype=torch.int64)]
-        return {"pooled": self.pooled[rows], "labels": self.labels[rows]}
-
-    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
-        return self.__getitems__([position])
-
-
-class _WholeEpoch(Sampler):
-    """One batch per epoch: every minibatch of `batches`, concatenated in order."""
-
-    def __init__(self, batches: BatchSampler) -> None:
-        self.batches = batches
-
-    def __len__(self) -> int:
-        return 1
-
-    def __iter__(self):
-        yield [i for batch in self.batches for i in batch]
-
-
-class _Minibatch:
-    """collate_fn of fused batches: tags the epoch batch with its minibatch size."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return {**batch, "minibatch": self.size}
-
-
-def _batch_as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """collate_fn: `__getitems__` already built the batch (module level: workers pickle it)."""
-    return batch
-
-
-# ---------------------------------------------------------------- the DataModule
+    if label_names is not None and len(label_names) != 2:
+        raise ValueError(f"data.label_names must name two classes, got {list(label_names)}")
 
 
 class FakeNewsDataModule(LightningDataModule):
@@ -271,7 +54,9 @@ class FakeNewsDataModule(LightningDataModule):
 
     Give either `train_csv` and `test_csv`, or `files` (split into train/test by a seeded
     stratified `test_size` split). Validation is a seeded stratified `val_fraction` of train,
-    or the test set itself with `val_source="test"` (what the notebook does).
+    or the test set itself with `val_source="test"` (what the notebook does). Training batches
+    hold `batch_size` rows (the notebook's 32); on one process with `fuse_train_batches` a
+    whole epoch of them is one batch (`fakenews_pl.fused`).
     """
 
     def __init__(
@@ -292,144 +77,83 @@ class FakeNewsDataModule(LightningDataModule):
         eval_batch_size: int = 1024,
         fuse_train_batches: bool = True,
         cache_dir: str | None = None,
-        cache_pooled: bool = True,
         num_workers: int = 0,
-        demo_dir: str | None = None,
     ) -> None:
         super().__init__()
-        if format not in FORMATS:
-            raise ValueError(f"data.format must be one of {FORMATS}, got {format!r}")
-        if val_source not in VAL_SOURCES:
-            raise ValueError(f"data.val_source must be one of {VAL_SOURCES}, got {val_source!r}")
-        pair = train_csv is not None or test_csv is not None
-        if bool(files) == pair or (pair and not (train_csv and test_csv)):
-            raise ValueError(
-                "give either data.files (split into train/test) or both data.train_csv and "
-                f"data.test_csv; got files={files}, train_csv={train_csv}, test_csv={test_csv}"
-            )
-        if label_names is not None and len(label_names) != 2:
-            raise ValueError(f"data.label_names must name two classes, got {list(label_names)}")
+        check_options(format, val_source, files, train_csv, test_csv, label_names)
         self.save_hyperparameters()
-        self.corpus: Corpus | None = None
+        self.corpus: corpus.Corpus | None = None
         self.rows: dict[str, np.ndarray] = {}
-        self.class_names: list[str] = []
         self.pooled: torch.Tensor | None = None
-        self._labels: torch.Tensor | None = None
 
-    def prepare_data(self) -> None:
-        """Write the synthetic demo files when they are configured and missing."""
+    @property
+    def paths(self) -> list[str]:
+        """The data files, in the order they are read."""
         hp = self.hparams
-        if hp.demo_dir and hp.train_csv and Path(hp.train_csv).parent == Path(hp.demo_dir):
-            demo.write_dataset(hp.train_csv, hp.test_csv)
+        return list(hp.files) if hp.files else [hp.train_csv, hp.test_csv]
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names by index (0, 1)."""
+        self.setup()
+        return self.corpus.class_names
 
     def setup(self, stage: str | None = None) -> None:
         """Read, validate, tokenize (or load the token cache) and split; runs once."""
         if self.corpus is not None:
             return
         hp = self.hparams
-        paths = list(hp.files) if hp.files else [hp.train_csv, hp.test_csv]
-        read = [
-            read_labelled_csv(p, hp.text_column, hp.label_column, hp.format == "notebook")
-            for p in paths
-        ]
-        self.class_names = self._class_names(paths, [labels for _, labels in read])
-        meta = artifact.read_meta(hp.embedding_path)
-        tokenizer = functools.cache(lambda: load_tokenizer(hp.embedding_path))
-        text_spec = {"format": hp.format, "text_column": hp.text_column}
-        parts = []
-        for path, (texts, labels) in zip(paths, read, strict=True):
-            codes = encode_labels(path, labels, self.class_names, hp.label_column)
-            cache_file = None
-            if hp.cache_dir:
-                key = token_cache_key(path, text_spec, meta)
-                cache_file = Path(hp.cache_dir) / "tokens" / f"{key}.npz"
-            parts.append((texts, codes, *tokenize_cached(texts, tokenizer, cache_file)))
-        self.corpus = _concat(parts)
+        self.corpus = corpus.load(
+            self.paths,
+            hp.embedding_path,
+            hp.format,
+            hp.text_column,
+            hp.label_column,
+            hp.label_names,
+            hp.cache_dir,
+            labels_from=None if hp.files else 1,  # LabelEncoder on the training data
+        )
+        self.rows = corpus.split(
+            self.corpus, bool(hp.files), hp.test_size, hp.val_fraction,
+            hp.val_source == "test", hp.split_seed,
+        )  # fmt: skip
         self._labels = torch.from_numpy(self.corpus.labels.astype(np.float32))
-        self.rows = self._split([len(p[0]) for p in parts])
 
-    def _class_names(self, paths: list[str], labels: list[np.ndarray]) -> list[str]:
-        if self.hparams.label_names is not None:
-            return [str(name) for name in self.hparams.label_names]
-        # LabelEncoder: sorted unique labels of the training data.
-        train = labels if self.hparams.files else labels[:1]
-        names = sorted(set(np.concatenate(train).tolist()))
-        if len(names) != 2:
-            raise DataError(
-                f"{', '.join(map(str, paths[: len(train)]))}: found labels {names} in column "
-                f"{self.hparams.label_column!r}; the classifier is binary, expected two classes"
-            )
-        return names
-
-    def _split(self, sizes: list[int]) -> dict[str, np.ndarray]:
-        hp, labels = self.hparams, self.corpus.labels
-        if hp.files:
-            train, test = _stratified(np.arange(sum(sizes)), labels, hp.test_size, hp.split_seed)
-        else:
-            train, test = np.arange(sizes[0]), np.arange(sizes[0], sizes[0] + sizes[1])
-        if hp.val_source == "test":
-            return {"train": train, "val": test, "test": test}
-        train, val = _stratified(train, labels, hp.val_fraction, hp.split_seed)
-        return {"train": train, "val": val, "test": test}
-
-    @torch.no_grad()
-    def cache_features(self, embedding: nn.Module | None) -> None:
-        """Pool every row once with a frozen `embedding`; None (or `cache_pooled=False`) drops it.
-
-        (total_tokens,) ids, (chunk,) offsets -> (chunk, D), concatenated to (N, D).
-        """
-        if embedding is None or not self.hparams.cache_pooled:
-            self.pooled = None
-            return
-        self.setup()
-        c, device = self.corpus, embedding.weight.device
-        chunks = []
-        for start in range(0, len(c.labels), 4096):
-            rows = np.arange(start, min(start + 4096, len(c.labels)))
-            ids, offsets = gather_bags(c.ids, c.starts, c.lengths, rows)
-            chunks.append(embedding(ids.to(device), offsets.to(device)).float().cpu())
-        self.pooled = torch.cat(chunks)
+    def use_pooled(self, pooled: torch.Tensor | None) -> None:
+        """Serve (N, D) pooled vectors of every corpus row instead of token ids (None: stop)."""
+        self.pooled = pooled
 
     def dataset(self, split: str) -> Dataset:
-        """The rows of `split` as pooled vectors when cached, else as token bags."""
+        """The rows of `split` as pooled vectors when given, else as token bags."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.setup()
         if self.pooled is not None:
-            return PooledBatches(self.pooled, self.rows[split], self._labels)
-        return TokenBatches(self.corpus, self.rows[split], self._labels)
+            return batches.PooledRows(self.pooled, self.rows[split], self._labels)
+        return batches.TokenRows(self.corpus, self.rows[split], self._labels)
 
     def split_dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
         """Batches of `split`, in file order unless `shuffle`.
 
-        Training batches are `batch_size` (the notebook's 32); evaluation batches are
-        `eval_batch_size`: without dropout or updates the results do not depend on it (losses
-        are sample-weighted means), and large batches save per-step overhead."""
-        workers = self.hparams.num_workers
-        return DataLoader(
-            self.dataset(split),
-            batch_size=self.hparams.batch_size if shuffle else self.hparams.eval_batch_size,
-            shuffle=shuffle,
-            collate_fn=_batch_as_is,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
+        Training batches are `batch_size`; evaluation batches are `eval_batch_size`: without
+        dropout or updates the results do not depend on it (losses are sample-weighted means),
+        and large batches save per-step overhead."""
+        hp = self.hparams
+        size = hp.batch_size if shuffle else hp.eval_batch_size
+        return batches.loader(self.dataset(split), size, shuffle, hp.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled batches of `batch_size`; fused (one process): the whole epoch's batches in
-        one Lightning step, which the model steps through (see FakeNewsClassifier)."""
-        trainer = self.trainer
-        if not self.hparams.fuse_train_batches or (trainer and trainer.world_size > 1):
-            return self.split_dataloader("train", shuffle=True)
-        dataset, size = self.dataset("train"), self.hparams.batch_size
-        # The same sampler classes as shuffle=True, so the same random order for a seed.
-        epoch = _WholeEpoch(BatchSampler(RandomSampler(dataset), size, drop_last=False))
-        return DataLoader(dataset, batch_sampler=epoch, collate_fn=_Minibatch(size))
+        """Shuffled minibatches of `batch_size`, or one epoch batch of them (`fused`)."""
+        if self.hparams.fuse_train_batches and fused.fuse_epochs(self.trainer):
+            return batches.epoch_loader(self.dataset("train"), self.hparams.batch_size)
+        return self.split_dataloader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        """Validation batches, in file order."""
         return self.split_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
+        """Test batches, in file order."""
         return self.split_dataloader("test")
 
     def labels(self, split: str) -> np.ndarray:
@@ -441,26 +165,3 @@ class FakeNewsDataModule(LightningDataModule):
         """The texts of `split` exactly as they are fed to the embedding."""
         self.setup()
         return self.corpus.texts[self.rows[split]]
-
-
-def _stratified(
-    rows: np.ndarray, labels: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded stratified split of `rows`, each part back in file order."""
-    try:
-        keep, held = train_test_split(
-            rows, test_size=fraction, stratify=labels[rows], random_state=seed
-        )
-    except ValueError as e:
-        counts = np.bincount(labels[rows], minlength=2).tolist()
-        raise DataError(
-            f"cannot split {len(rows)} rows (class counts {counts}) with fraction {fraction}: {e}"
-        ) from None
-    return np.sort(keep), np.sort(held)
-
-
-def _concat(parts: list[tuple[np.ndarray, ...]]) -> Corpus:
-    texts, labels, ids, lengths = (np.concatenate([p[i] for p in parts]) for i in range(4))
-    starts = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    return Corpus(texts, labels.astype(np.int64), ids.astype(np.int64), starts, lengths)

@@ -1,14 +1,15 @@
 """The embedded default: a synthetic headline dataset and a small embedding built from it.
 
-`python train.py` with no arguments must run on a fresh clone without downloads or TensorFlow,
-so on first use this module writes, deterministically and atomically:
+`python train.py` with no arguments must run on a fresh clone without downloads or TensorFlow.
+The demo inputs live in one directory, `paths.demo_dir`; `prepare` writes those a run reads
+(deterministically and atomically) when they are missing, and nothing else generates data:
 
-* `DATA_DIR/train.csv`, `DATA_DIR/test.csv`: synthetic headlines, made up from templates,
+* `DEMO_DIR/train.csv`, `DEMO_DIR/test.csv`: synthetic headlines, made up from templates,
   labelled `Fake` (gossip-style templates) or `True` (wire-style templates), with shared
   templates and flipped labels so the task is not trivially separable. They are written in
   the notebook's column format (`text,label,cleaned,for_glove`), so the default run goes
   through the notebook's own preprocessing. They say nothing about real news.
-* `EMBEDDING_DIR/`: a converted-format embedding (`artifact.write_artifact`, the v2 exporter's
+* `DEMO_DIR/embedding/`: a converted-format embedding (`artifact.write_artifact`, the v2 exporter's
   `TextRecipe()`): word vectors from a truncated SVD of the term-document matrix of a
   *separate* unlabelled synthetic corpus, plus a few random OOV-bucket rows.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,8 @@ OOV_BUCKETS = 4
 TRAIN_ROWS, TEST_ROWS = 1340, 660  # the notebook's 67/33 train/test proportion
 FAKE_SHARE = 0.4  # the notebook's data is about 40% Fake
 LABEL_NOISE = 0.08
+EMBEDDING, TRAIN_CSV, TEST_CSV = "embedding", "train.csv", "test.csv"  # inside paths.demo_dir
+NOTE = "synthetic demo inputs (fakenews_pl.demo): not real news"
 
 _NAMES = [
     "Ava Marlow",
@@ -203,3 +207,29 @@ def write_embedding(out_dir: str | os.PathLike) -> Path:
         if not (out / artifact.META_FILE).is_file():
             raise
     return out
+
+
+def inputs(demo_dir: str | os.PathLike) -> dict[str, Path]:
+    """Where the demo's embedding and train/test files live inside `demo_dir`."""
+    root = Path(os.path.abspath(demo_dir))
+    return {
+        "embedding": root / EMBEDDING,
+        "train_csv": root / TRAIN_CSV,
+        "test_csv": root / TEST_CSV,
+    }
+
+
+def uses_demo(demo_dir: str | os.PathLike, paths: Sequence[str | os.PathLike]) -> bool:
+    """Whether any of `paths` (an embedding, data files) is one of the demo's inputs."""
+    return bool({Path(os.path.abspath(p)) for p in paths} & set(inputs(demo_dir).values()))
+
+
+def prepare(demo_dir: str | os.PathLike, paths: Sequence[str | os.PathLike]) -> bool:
+    """Write the demo inputs among `paths` that are missing; whether any of `paths` is one
+    (the run then reports on synthetic inputs)."""
+    where, wanted = inputs(demo_dir), {Path(os.path.abspath(p)) for p in paths}
+    if where["embedding"] in wanted:
+        write_embedding(where["embedding"])
+    if wanted & {where["train_csv"], where["test_csv"]}:
+        write_dataset(where["train_csv"], where["test_csv"])
+    return uses_demo(demo_dir, paths)

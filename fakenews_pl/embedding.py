@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from fakenews_pl import artifact
 from fakenews_pl.pooling import COMBINERS, pool_bags
-from fakenews_pl.tokenizer import HubTokenizer, TextRecipe
+from fakenews_pl.tokenizer import HubTokenizer
 
 
 class HubEmbedding(nn.Module):
@@ -60,38 +58,33 @@ class HubEmbedding(nn.Module):
 
         `verify` checks the sha256 of the table and vocabulary against meta.json.
         """
-        path = Path(path)
-        meta = artifact.read_meta(path)
-        if verify:
-            artifact.verify_checksums(path, meta)
-        tensors = load_file(path / artifact.TABLE_FILE)
-        if artifact.TABLE_KEY not in tensors:
-            raise artifact.ArtifactError(
-                f"{path / artifact.TABLE_FILE} has no tensor {artifact.TABLE_KEY!r}"
-            )
-        tokenizer = load_tokenizer(path, meta)
+        loaded = artifact.read(path, verify=verify)
         return cls(
-            tensors[artifact.TABLE_KEY],
-            tokenizer,
-            combiner=meta["combiner"],
+            loaded.table,
+            loaded.tokenizer,
+            combiner=loaded.meta["combiner"],
             trainable=trainable,
             sparse=sparse,
-            meta={**meta, "path": str(path)},
+            meta=loaded.meta,
         )
 
     @property
     def dim(self) -> int:
+        """The vector size D."""
         return self.bag.embedding_dim
 
     @property
     def num_rows(self) -> int:
+        """Vocabulary rows plus OOV-bucket rows."""
         return self.bag.num_embeddings
 
     @property
     def weight(self) -> torch.Tensor:
+        """The (num_rows, D) table."""
         return self.bag.weight
 
     def set_trainable(self, trainable: bool) -> None:
+        """Freeze or unfreeze the table."""
         self.bag.weight.requires_grad_(trainable)
 
     def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -112,16 +105,3 @@ class HubEmbedding(nn.Module):
         """Texts -> (N, D) float32 vectors, equal to the Hub module's output."""
         ids, offsets = self.encode(texts)
         return self(ids.to(self.weight.device), offsets.to(self.weight.device))
-
-
-def load_tokenizer(path: str | os.PathLike, meta: dict[str, Any] | None = None) -> HubTokenizer:
-    """The tokenizer of a converted embedding, without loading its table."""
-    path = Path(path)
-    meta = meta or artifact.read_meta(path)
-    vocab = artifact.read_vocab(path / artifact.VOCAB_FILE)
-    if len(vocab) != meta["vocab_size"]:
-        raise artifact.ArtifactError(
-            f"{path / artifact.VOCAB_FILE} has {len(vocab)} tokens, "
-            f"meta.json says {meta['vocab_size']}"
-        )
-    return HubTokenizer(vocab, meta["oov_buckets"], TextRecipe.from_dict(meta["recipe"]))

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -31,11 +30,20 @@ class DropoutMasks:
     gets the same masks however the minibatches are stepped through.
     """
 
-    def __init__(self, widths: Sequence[int], rates: Sequence[float], chunk_rows: int = 8192):
+    def __init__(
+        self, widths: Sequence[int], rates: Sequence[float | nn.Module], chunk_rows: int = 8192
+    ) -> None:
+        self.widths, self._rates, self.chunk_rows = tuple(widths), tuple(rates), chunk_rows
+        self.rates  # noqa: B018 (reading the rates validates them)
+        self.reset()
+
+    @property
+    def rates(self) -> tuple[float, ...]:
+        """The rate of each layer: a number, or the `p` of a dropout module (read per draw)."""
+        rates = tuple(float(getattr(r, "p", r)) for r in self._rates)
         if not all(0 <= p < 1 for p in rates):
             raise ValueError(f"dropout rates must be in [0, 1), got {list(rates)}")
-        self.widths, self.rates, self.chunk_rows = tuple(widths), tuple(rates), chunk_rows
-        self.reset()
+        return rates
 
     def reset(self) -> None:
         """Start from a fresh chunk (each training epoch does)."""
@@ -63,39 +71,55 @@ class DropoutMasks:
         self._next, self._rows = 0, rows
 
 
+class StreamDropout(nn.Module):
+    """Inverted dropout at rate `p` whose masks come from the head's `DropoutMasks` stream
+    (one draw for every layer and many minibatches); `p` is read at each draw."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """x times its mask (1/(1-p) where kept, else 0); no mask (evaluation): x."""
+        return x if mask is None else x * mask
+
+    def extra_repr(self) -> str:
+        """What print shows: the rate."""
+        return f"p={self.p}"
+
+
 class DenseHead(nn.Sequential):
     """Dense+ReLU+Dropout per hidden size, then Dense(1): logits of the positive class.
 
-    Keras-initialised (glorot-uniform weights, zero biases). Indexing, parameter names and
-    `state_dict` are those of the `nn.Sequential` of layers; dropout masks in training come
+    Keras-initialised (glorot-uniform weights, zero biases). `forward` calls each layer in
+    order (what `print` shows is what runs); in training the dropout layers take their masks
     from `self.masks` (see `DropoutMasks`).
     """
 
     def __init__(self, dim: int, hidden_sizes: Sequence[int], dropouts: Sequence[float]) -> None:
         layers: list[nn.Module] = []
         for width, p in zip(hidden_sizes, dropouts, strict=True):
-            layers += [nn.Linear(dim, width), nn.ReLU(), nn.Dropout(p)]
+            layers += [nn.Linear(dim, width), nn.ReLU(), StreamDropout(p)]
             dim = width
         layers.append(nn.Linear(dim, 1))
         super().__init__(*layers)
         for layer in self.linears:
             nn.init.xavier_uniform_(layer.weight)  # = Keras glorot_uniform
             nn.init.zeros_(layer.bias)
-        self.masks = DropoutMasks(hidden_sizes, dropouts)
+        drops = [layer for layer in self if isinstance(layer, StreamDropout)]
+        self.masks = DropoutMasks(hidden_sizes, drops)
 
     @property
     def linears(self) -> list[nn.Linear]:
+        """The dense layers, input to output."""
         return [layer for layer in self if isinstance(layer, nn.Linear)]
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, D) -> (B,) logits (autograd path)."""
-        *hidden, last = self.linears
-        masks = self.masks.take(len(x), x) if self.training else [None] * len(hidden)
-        for linear, mask in zip(hidden, masks, strict=True):
-            x = F.relu(linear(x))
-            if mask is not None:
-                x = x * mask
-        return last(x).squeeze(-1)
+        masks = iter(self.masks.take(len(x), x) if self.training else [])
+        for layer in self:
+            x = layer(x, next(masks, None)) if isinstance(layer, StreamDropout) else layer(x)
+        return x.squeeze(-1)
 
     def stepper(self) -> HeadStep:
         """A `HeadStep` over the current parameters (build one per epoch)."""
@@ -121,6 +145,7 @@ class HeadStep:
         self.masks = head.masks
 
     def __call__(self, x: Tensor, labels: Tensor, input_grad: bool = False):
+        """(B,) logits and, with `input_grad`, (B, D) d loss / d x; parameter `.grad`s written."""
         with torch.no_grad():
             return self._step(x, labels, input_grad)
 

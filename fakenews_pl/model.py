@@ -6,8 +6,8 @@ Keras parity: glorot-uniform weights and zero biases, binary cross-entropy on th
 does the same for a sigmoid output), Adam with lr 1e-4 and Keras's epsilon 1e-7. The embedding
 is frozen unless `trainable`; `sparse_embedding` trains it with sparse gradients and SparseAdam
 (`optim.RowSparseAdam`; lazy: only the rows a batch touches move), the dense path is exact Adam
-over the whole table, as Keras's Adam applies it. On one process an epoch is one Lightning step
-that steps through its 32-row minibatches itself (`head.HeadStep`, `optim.AdamStep`).
+over the whole table, as Keras's Adam applies it. `training_step` takes one minibatch, or on
+one device a whole epoch of them, stepped through by `fakenews_pl.fused`.
 
 Checkpoints hold the embedding's path and sizes as hyperparameters, never the tensor; a frozen
 model's checkpoint leaves the table out altogether and reloads it from the artifact, refusing
@@ -22,17 +22,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from pytorch_lightning import LightningModule
-from pytorch_lightning.core.optimizer import LightningOptimizer
-from pytorch_lightning.plugins.precision import Precision
 from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
+from fakenews_pl import batches, fused
 from fakenews_pl.embedding import HubEmbedding
 from fakenews_pl.head import DenseHead
-from fakenews_pl.optim import RowSparseAdam, stepper
+from fakenews_pl.optim import RowSparseAdam
 
 EMBEDDING_PREFIX = "embedding."
 
@@ -59,28 +58,6 @@ def check_strategy(sparse_trainable: bool, strategy: Strategy) -> None:
             f"model.sparse_embedding=true with trainable=true needs the gloo backend; "
             f"DDP process_group_backend is {backend!r}, which has no sparse all-reduce: {fix}"
         )
-
-
-def _minibatches(batch: dict[str, Any], size: int):
-    """The consecutive `size`-row minibatches of a batch (the last may be shorter)."""
-    if "pooled" in batch:
-        parts = zip(batch["pooled"].split(size), batch["labels"].split(size), strict=True)
-        for pooled, labels in parts:
-            yield {"pooled": pooled, "labels": labels}
-        return
-    n = len(batch["labels"])
-    for start in range(0, n, size):
-        yield _slice(batch, start, min(start + size, n))
-
-
-def _slice(batch: dict[str, Any], start: int, stop: int) -> dict[str, torch.Tensor]:
-    """Rows [start, stop) of a batch of token bags."""
-    part = {"labels": batch["labels"][start:stop]}
-    ids, offsets = batch["ids"], batch["offsets"]
-    first = int(offsets[start])
-    last = int(offsets[stop]) if stop < len(offsets) else len(ids)
-    part["ids"], part["offsets"] = ids[first:last], offsets[start:stop] - first
-    return part
 
 
 class FakeNewsClassifier(LightningModule):
@@ -148,105 +125,45 @@ class FakeNewsClassifier(LightningModule):
 
     # ------------------------------------------------------------------ steps and metrics
 
-    def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
-        logits = self(batch)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), batch["labels"])
-        # Keras's epoch loss is the sample-weighted mean of batch losses.
-        self.metrics[f"{split}_loss"].update(loss.detach(), weight=len(logits))
-        self.metrics[f"{split}_accuracy"].update(torch.sigmoid(logits.detach()), batch["labels"])
-        return loss
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        """One optimizer step per minibatch of 32. A fused batch (the data module's default on
-        one process) holds a whole epoch, stepped through here with the same minibatches,
-        order and updates: by hand (`_fused_epoch`) on one device at 32-bit precision, else
-        with Lightning's `manual_backward` and optimizer wrappers."""
-        if "minibatch" in batch and self._steps_by_hand():
-            return self._fused_epoch(batch)
-        size = batch.get("minibatch") or len(batch["labels"])
-        logits = []
-        optimizers = self._optimizer_list()
-        for part in _minibatches(batch, size):
-            part_logits = self(part)
-            loss = F.binary_cross_entropy_with_logits(part_logits.float(), part["labels"])
-            for optimizer in optimizers:
-                optimizer.zero_grad()
-            self.manual_backward(loss)
-            for optimizer in optimizers:
-                optimizer.step()
-            # Keras's epoch loss is the sample-weighted mean of minibatch losses.
-            self.metrics["train_loss"].update(loss.detach(), weight=len(part_logits))
-            logits.append(part_logits.detach())
-        # Counts are exact, so accuracy can take the epoch at once.
-        self.metrics["train_accuracy"].update(torch.sigmoid(torch.cat(logits)), batch["labels"])
-        return loss
-
-    def _optimizer_list(self) -> list[LightningOptimizer]:
-        optimizers = self.optimizers()
-        return optimizers if isinstance(optimizers, list) else [optimizers]
-
-    def _steps_by_hand(self) -> bool:
-        """Whether an epoch can skip Lightning's per-step wrappers: one device, 32-bit (no
-        gradient scaling, no autocast) and nothing else between backward and step."""
-        trainer = self.trainer
-        return (
-            type(trainer.strategy) is SingleDeviceStrategy
-            and type(trainer.precision_plugin) is Precision
-        )
-
-    def _fused_epoch(self, batch: dict[str, Any]) -> None:
-        """Every minibatch of a fused batch: the head's forward and backward by `HeadStep`
-        and its Adam update by `stepper` (the same ATen calls as autograd and `Adam.step`:
-        identical weights, tested); the table's gradient by autograd when it trains.
-        Lightning's step counter advances per optimizer step as `LightningOptimizer.step`
-        does; per-step hooks (`on_before_backward`, `on_after_backward`,
-        `on_before_optimizer_step`) are not called: `data.fuse_train_batches=false` runs one
-        Lightning step per minibatch with all of them."""
-        labels, size = batch["labels"], batch["minibatch"]
-        wrappers = self._optimizer_list()
-        head_optimizer, *table_optimizers = [w.optimizer for w in wrappers]
-        trainable = bool(table_optimizers)
-        head_step, step_head = self.head.stepper(), None
-        # (The table's gradient is a new tensor every step: no AdamStep for it.)
-        step_tables = [
-            o.update if isinstance(o, RowSparseAdam) else o.step for o in table_optimizers
-        ]
-        logits = []
-        for part in _minibatches(batch, size):
-            x = part.get("pooled")
-            if x is None:
-                with torch.set_grad_enabled(trainable):
-                    x = self.embedding(part["ids"], part["offsets"])
-            part_logits, grad = head_step(x, part["labels"], trainable)
-            for wrapper in wrappers:
-                wrapper._on_before_step()
-            if trainable:
-                for optimizer in table_optimizers:
-                    optimizer.zero_grad()
-                x.backward(grad)
-                for step_table in step_tables:
-                    step_table()
-            if step_head is None:  # the first step creates Adam's state; then its kernel alone
-                head_optimizer.step()
-                step_head = stepper(head_optimizer)
-            else:
-                step_head()
-            for wrapper in wrappers:
-                wrapper._on_after_step()
-            logits.append(part_logits)
-        logits = torch.cat(logits)
-        # Keras's epoch loss: the sample-weighted mean of the minibatch losses.
-        chunks = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").split(size)
+    def record(
+        self, split: str, logits: torch.Tensor, labels: torch.Tensor, minibatch: int | None = None
+    ) -> None:
+        """Add (B,) logits to `split`'s epoch metrics: accuracy, and Keras's epoch loss (the
+        sample-weighted mean of the per-minibatch mean losses; a minibatch is `minibatch`
+        consecutive rows, the whole batch by default)."""
+        logits = logits.detach().float()
+        losses = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        chunks = losses.split(minibatch or len(losses))
         means = torch.stack([chunk.mean() for chunk in chunks])
         sizes = means.new_tensor([len(chunk) for chunk in chunks])
-        self.metrics["train_loss"].update(means, weight=sizes)
-        self.metrics["train_accuracy"].update(torch.sigmoid(logits), labels)
+        self.metrics[f"{split}_loss"].update(means, weight=sizes)
+        self.metrics[f"{split}_accuracy"].update(torch.sigmoid(logits), labels)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        """One optimizer step on a minibatch (the notebook's 32 rows). An epoch batch (on one
+        device at 32-bit, see `fakenews_pl.fused`) is stepped through by `fused.train_epoch`
+        with the same minibatches, order and updates."""
+        if batches.is_epoch(batch):
+            return fused.train_epoch(self, batch)
+        logits = self(batch)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), batch["labels"])
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        self.manual_backward(loss)
+        for optimizer in optimizers:
+            optimizer.step()
+        self.record("train", logits, batch["labels"])
+        return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        """Record validation loss and accuracy (dropout off)."""
+        self.record("val", self(batch), batch["labels"])
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+        """Record test loss and accuracy (dropout off)."""
+        self.record("test", self(batch), batch["labels"])
 
     def _compute(self, split: str) -> dict[str, float]:
         """Epoch-level values (synced across ranks by torchmetrics), then reset."""
@@ -258,15 +175,18 @@ class FakeNewsClassifier(LightningModule):
         return values
 
     def on_validation_epoch_end(self) -> None:
+        """Log the epoch's validation loss and accuracy; keep them for the history."""
         values = self._compute("val")
         self.log_dict(values, prog_bar=True)
         if not self.trainer.sanity_checking:
             self._val_row = {"epoch": self.current_epoch, **values}
 
     def on_train_epoch_start(self) -> None:
+        """Start the dropout-mask stream from a fresh chunk."""
         self.head.masks.reset()  # an epoch's dropout masks depend on the seed state alone
 
     def on_train_epoch_end(self) -> None:
+        """Log the epoch's train metrics and append the epoch to the history."""
         values = self._compute("train")
         self.log_dict(values, prog_bar=True)
         row = {"epoch": self.current_epoch, **values}
@@ -275,16 +195,14 @@ class FakeNewsClassifier(LightningModule):
         self.history.append(row)
 
     def on_test_epoch_end(self) -> None:
+        """Log the test loss and accuracy."""
         self.log_dict(self._compute("test"))
 
     # ------------------------------------------------------------------ setup and optimizers
 
     def setup(self, stage: str) -> None:
-        """Refuse unsupported strategies; let the datamodule cache pooled vectors if frozen."""
+        """Refuse strategies that cannot train this model (see `check_strategy`)."""
         check_strategy(self.sparse_trainable, self.trainer.strategy)
-        datamodule = self.trainer.datamodule
-        if hasattr(datamodule, "cache_features"):
-            datamodule.cache_features(None if self.hparams.trainable else self.embedding)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """Adam for the head; for a trainable table, a second optimizer: Adam (exact, dense)
@@ -307,6 +225,7 @@ class FakeNewsClassifier(LightningModule):
     # ------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the history and the table's sha256; leave a frozen table out."""
         checkpoint["embedding_sha256"] = self.embedding.meta.get("sha256")
         checkpoint["history"] = list(self.history)
         if not self.hparams.trainable:
@@ -316,6 +235,7 @@ class FakeNewsClassifier(LightningModule):
                 del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the history; refill a frozen table from the artifact, if it is the same one."""
         self.history = list(checkpoint.get("history", []))
         state = checkpoint["state_dict"]
         if any(k.startswith(EMBEDDING_PREFIX) for k in state):

@@ -58,6 +58,7 @@ class AdamStep:
         }
 
     def __call__(self) -> None:
+        """One Adam step of every parameter, in place."""
         g = self.group
         beta1, beta2 = g["betas"]
         functional_adam(
@@ -97,6 +98,7 @@ class RowSparseAdam(torch.optim.SparseAdam):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """SparseAdam's step on the rows of each coalesced sparse gradient."""
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -14,6 +14,7 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_info
 
 from fakenews_pl import artifact, demo, reports
+from fakenews_pl.convert import HUB_MODULES
 from fakenews_pl.data import FakeNewsDataModule
 from fakenews_pl.model import FakeNewsClassifier, check_strategy
 
@@ -31,30 +32,32 @@ REPORT_ON = {
 }
 
 
+def data_files(cfg: DictConfig) -> list[str]:
+    """The data files `cfg.data` names: `files`, or `train_csv` and `test_csv`."""
+    return list(cfg.files) if cfg.get("files") else [cfg.train_csv, cfg.test_csv]
+
+
+def prepare_demo(cfg: DictConfig) -> bool:
+    """Write the demo inputs the run selects (embedding=demo, data=demo) where missing;
+    whether the run reads any synthetic input."""
+    return demo.prepare(cfg.paths.demo_dir, [cfg.embedding.path, *data_files(cfg.data)])
+
+
 def ensure_embedding(cfg: DictConfig) -> str:
-    """The embedding directory; the demo is generated at its own path, anything else must exist."""
+    """The converted embedding at `cfg.path`, or an error naming the command that makes it."""
     path = Path(cfg.path)
     if (path / artifact.META_FILE).is_file():
         return str(path)
-    if cfg.get("demo_path"):
-        if path == Path(cfg.demo_path):
-            rank_zero_info(f"Writing the synthetic demo embedding to {path}")
-            return str(demo.write_embedding(path))
-        raise FileNotFoundError(
-            f"no converted embedding at embedding.path={path} (the demo embedding is generated "
-            f"only at {cfg.demo_path}); make one with:\n"
-            f"    python scripts/convert_tfhub.py SOURCE {path}"
-        )
+    source = cfg.name if cfg.name in HUB_MODULES else "SOURCE"
     raise FileNotFoundError(
-        f"no converted embedding at {path} (embedding={cfg.name}); convert it first with:\n"
-        f"    python scripts/convert_tfhub.py {cfg.name} {path}"
+        f"no converted embedding at embedding.path={path} (embedding={cfg.name}); convert one "
+        f"first with:\n    python scripts/convert_tfhub.py {source} {path}"
     )
 
 
 def build_datamodule(cfg: DictConfig, embedding_path: str, **overrides: Any) -> FakeNewsDataModule:
-    """Instantiate `cfg.data`, write demo files if configured, read, tokenize and split."""
+    """Instantiate `cfg.data`, then read, tokenize and split."""
     datamodule = instantiate(cfg, embedding_path=embedding_path, _convert_="all", **overrides)
-    datamodule.prepare_data()
     datamodule.setup()
     return datamodule
 
@@ -104,8 +107,10 @@ def write_report(
     datamodule: FakeNewsDataModule,
     out_dir: str,
     info: dict[str, Any],
+    synthetic: bool = False,
 ) -> dict[str, float]:
-    """Predict train and test, then write metrics.json, tables and plots into `out_dir`."""
+    """Predict train and test, then write metrics.json, tables and plots into `out_dir`;
+    `synthetic` marks the report as made on the demo's synthetic inputs."""
     predictions = {
         split: reports.predict_logits(model, datamodule.split_dataloader(split))
         for split in reports.REPORT_SPLITS
@@ -115,12 +120,12 @@ def write_report(
         "embedding": model.hparams.embedding_path,
         "trainable": model.hparams.trainable,
         "sparse_embedding": model.hparams.sparse_embedding,
-        "data": list(hp.files) if hp.files else [hp.train_csv, hp.test_csv],
+        "data": datamodule.paths,
         "validation": "the test set" if hp.val_source == "test" else f"{hp.val_fraction} of train",
         **info,
     }
-    if hp.demo_dir:
-        info["note"] = "synthetic demo data and embedding (fakenews_pl.demo): not real news"
+    if synthetic:
+        info["note"] = demo.NOTE
     metrics = reports.write_report(
         out_dir, predictions, datamodule.class_names, model.history, info
     )
@@ -140,7 +145,6 @@ def load_checkpoint(cfg: DictConfig) -> tuple[FakeNewsClassifier, FakeNewsDataMo
         datamodule = build_datamodule(cfg.data, path, label_names=labels)
     else:
         datamodule = FakeNewsDataModule.load_from_checkpoint(cfg.ckpt_path, embedding_path=path)
-        datamodule.prepare_data()
         datamodule.setup()
     if datamodule.class_names != list(model.hparams.class_names):
         raise ValueError(

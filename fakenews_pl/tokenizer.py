@@ -68,10 +68,12 @@ class TextRecipe:
                 raise ValueError(f"unknown recipe step {step}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The recipe as JSON-ready data (meta.json's `recipe`)."""
         return {**dataclasses.asdict(self), "steps": [dict(s) for s in self.steps]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TextRecipe:
+        """The recipe `to_dict` wrote."""
         return cls(**{**data, "steps": tuple(dict(s) for s in data["steps"])})
 
 

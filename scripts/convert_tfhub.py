@@ -18,6 +18,7 @@ from fakenews_pl.convert import DEFAULT_TOLERANCE, HUB_MODULES, ConversionError,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, convert, print one line; the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help=f"SavedModel dir, TF-Hub handle/URL, or {list(HUB_MODULES)}")
     parser.add_argument("out_dir", type=Path, help="artifact directory to create")

@@ -38,13 +38,14 @@ TINY_RUN = [
 def demo_assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The demo embedding and dataset, generated once per session; paths.* overrides for them."""
     root = tmp_path_factory.mktemp("assets")
-    demo.write_embedding(root / "embeddings" / "demo")
-    demo.write_dataset(root / "data" / "demo" / "train.csv", root / "data" / "demo" / "test.csv")
+    where = demo.inputs(root / "demo")
+    demo.prepare(root / "demo", list(where.values()))
     return {
         "embeddings_dir": root / "embeddings",
         "data_dir": root / "data",
+        "demo_dir": root / "demo",
         "cache_dir": root / "cache",
-        "embedding": root / "embeddings" / "demo",
+        **where,
     }
 
 
@@ -53,6 +54,7 @@ def path_overrides(assets: dict[str, Path], out_dir: Path) -> list[str]:
     return [
         f"paths.embeddings_dir={assets['embeddings_dir']}",
         f"paths.data_dir={assets['data_dir']}",
+        f"paths.demo_dir={assets['demo_dir']}",
         f"paths.cache_dir={assets['cache_dir']}",
         f"paths.log_dir={out_dir / 'logs'}",
     ]

@@ -274,29 +274,6 @@ def test_behaviour_the_graph_walk_cannot_see_fails_verification(tmp_path):
     assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
 
 
-def test_exported_table_is_trainable_through_keras_layer(modules):
-    """`hub.KerasLayer(trainable=True)` fine-tunes exactly the table (the module lists it in
-    `trainable_variables`); with trainable=False it keeps it frozen."""
-    import tensorflow_hub as hub
-
-    path = modules["v2_exporter"]
-    rows = len(VOCAB) + RECIPES["v2_exporter"]["oov_buckets"]
-    table, key = convert_mod.read_table(path, rows)
-    assert key == "embeddings/.ATTRIBUTES/VARIABLE_VALUE"  # the converter's pick is unchanged
-    layer = hub.KerasLayer(str(path), trainable=True)
-    assert [tuple(w.shape) for w in layer.trainable_weights] == [table.shape]
-    np.testing.assert_array_equal(layer.trainable_weights[0].numpy(), table)
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(layer(tf.constant(["the fake news", "unknownword"])))
-    (grad,) = tape.gradient(loss, layer.trainable_weights)
-    touched = np.flatnonzero(np.abs(tf.convert_to_tensor(grad).numpy()).sum(axis=1))
-    unknown = len(VOCAB) + tf.strings.to_hash_bucket_fast(["unknownword"], 3).numpy()[0]
-    assert touched.tolist() == sorted([0, 2, 3, unknown])  # the, news, fake, OOV bucket
-    frozen = hub.KerasLayer(str(path), trainable=False)
-    assert frozen.trainable_weights == []
-    assert [tuple(w.shape) for w in frozen.non_trainable_weights] == [table.shape]
-
-
 def test_table_is_told_apart_from_other_variables_or_refused(tmp_path):
     """The table is the one float matrix with vocabulary + OOV rows; a second one is refused
     with both names rather than guessed."""

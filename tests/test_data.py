@@ -1,4 +1,4 @@
-"""FakeNewsDataModule: the notebook's preprocessing, splits, errors, batches and caches."""
+"""FakeNewsDataModule: splits, batches, fused epochs, pooled vectors, option checks."""
 
 from pathlib import Path
 
@@ -6,116 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.preprocessing import LabelEncoder
+from pytorch_lightning import Trainer
 
-from fakenews_pl import data
-from fakenews_pl.data import DataError, FakeNewsDataModule, notebook_text, read_labelled_csv
+from fakenews_pl.callbacks import pool_corpus
+from fakenews_pl.corpus import notebook_text
+from fakenews_pl.data import FakeNewsDataModule
 from fakenews_pl.embedding import HubEmbedding
-
-
-# The notebook's own functions, copied verbatim as the reference.
-def new_cleaning(data):
-    cleaned_data = (
-        data.replace("[", "").replace("]", "").replace("'", "").replace(" ", "").split(",")
-    )
-    return cleaned_data
-
-
-def text_from_token(data):
-    cleaned_sentence = " ".join(data)
-    return cleaned_sentence
 
 
 def csv_module(path: Path, embedding: Path, **kwargs) -> FakeNewsDataModule:
     """A data=csv module over one file split 67/33, with a 10% validation split."""
     args = dict(format="csv", text_column="text", label_column="label", files=[str(path)])
     return FakeNewsDataModule(str(embedding), **{**args, **kwargs})
-
-
-@pytest.mark.data
-def test_notebook_preprocessing_matches_the_notebook_on_seed_data(seed_data: Path) -> None:
-    for path in sorted(seed_data.glob("*.csv.gz")):
-        reference = pd.read_csv(path)  # as the notebook reads its CSVs
-        expected = reference["for_glove"].apply(new_cleaning).apply(text_from_token)
-        texts, labels = read_labelled_csv(path, "for_glove", "label", notebook=True)
-        assert texts.tolist() == expected.tolist(), path.name
-        # LabelEncoder over the file's labels (fit on the union: gos_1 alone is all Fake).
-        codes = data.encode_labels(path, labels, ["Fake", "True"], "label")
-        le = LabelEncoder().fit(["Fake", "True"])
-        assert codes.tolist() == le.transform(reference["label"]).tolist()
-
-
-@pytest.mark.parametrize(
-    "cell",
-    [
-        "['Did', 'Miley', 'Cyrus']",
-        "[]",
-        "['a', ',', 'b']",
-        "['[', 'in', ']', 'x']",
-        "[\"don't\", 'stop']",
-        "['  spaced  ', 'tab\tkept']",
-    ],
-)
-def test_notebook_text_equals_reference_on_edge_cases(cell: str) -> None:
-    assert notebook_text(pd.Series([cell])).iloc[0] == text_from_token(new_cleaning(cell))
-
-
-def write(path: Path, frame: pd.DataFrame) -> Path:
-    frame.to_csv(path, index=False)
-    return path
-
-
-@pytest.mark.parametrize(
-    ("frame", "notebook", "needles"),
-    [
-        (pd.DataFrame({"text": ["a"], "label": ["x"]}), True, ["'for_glove'", "text_column"]),
-        (pd.DataFrame({"for_glove": ["['a']"]}), True, ["'label'", "label_column"]),
-        (
-            pd.DataFrame({"for_glove": ["['a']", "", "['c']"], "label": ["Fake"] * 3}),
-            True,
-            ["data row 2", "'for_glove'", "empty"],
-        ),
-        (
-            pd.DataFrame({"for_glove": ["['a']", "a b c"], "label": ["Fake"] * 2}),
-            True,
-            ["data row 2", "'for_glove'", "Python-list"],
-        ),
-        (
-            pd.DataFrame({"text": ["a", "b"], "label": ["Fake", None]}),
-            False,
-            ["data row 2", "'label'"],
-        ),
-    ],
-)
-def test_bad_files_raise_one_clear_error(
-    tmp_path: Path, frame: pd.DataFrame, notebook: bool, needles: list[str]
-) -> None:
-    path = write(tmp_path / "bad.csv", frame)
-    text_column = "for_glove" if notebook else "text"
-    with pytest.raises(DataError) as info:
-        read_labelled_csv(path, text_column, "label", notebook)
-    message = str(info.value)
-    assert str(path) in message
-    for needle in needles:
-        assert needle in message
-
-
-def test_missing_file_and_unexpected_label_are_named(tmp_path: Path, demo_assets: dict) -> None:
-    with pytest.raises(DataError, match="no such data file"):
-        read_labelled_csv(tmp_path / "absent.csv", "text", "label", notebook=False)
-    frame = pd.DataFrame({"text": ["a", "b", "c"], "label": ["Fake", "True", "Maybe"]})
-    path = write(tmp_path / "labels.csv", frame)
-    dm = csv_module(path, demo_assets["embedding"], label_names=["Fake", "True"])
-    with pytest.raises(DataError) as info:
-        dm.setup()
-    assert all(s in str(info.value) for s in (str(path), "data row 3", "'Maybe'", "'True'"))
-
-
-def test_non_binary_labels_are_refused(tmp_path: Path, demo_assets: dict) -> None:
-    frame = pd.DataFrame({"text": list("abcdef"), "label": ["x", "y", "z"] * 2})
-    dm = csv_module(write(tmp_path / "three.csv", frame), demo_assets["embedding"])
-    with pytest.raises(DataError, match=r"binary.*two classes"):
-        dm.setup()
 
 
 def test_splits_are_stratified_seeded_and_disjoint(tiny_csv: Path, demo_assets: dict) -> None:
@@ -146,7 +48,7 @@ def test_val_source_test_validates_on_the_test_set(tiny_csv: Path, demo_assets: 
 
 
 def test_train_and_test_files_keep_file_order(demo_assets: dict) -> None:
-    demo_dir = demo_assets["data_dir"] / "demo"
+    demo_dir = demo_assets["demo_dir"]
     dm = FakeNewsDataModule(
         str(demo_assets["embedding"]),
         train_csv=str(demo_dir / "train.csv"),
@@ -155,8 +57,8 @@ def test_train_and_test_files_keep_file_order(demo_assets: dict) -> None:
         val_source="test",
     )
     dm.setup()
-    expected = pd.read_csv(demo_dir / "test.csv")["for_glove"].apply(new_cleaning)
-    assert dm.texts("test").tolist() == expected.apply(text_from_token).tolist()
+    expected = notebook_text(pd.read_csv(demo_dir / "test.csv")["for_glove"])
+    assert dm.texts("test").tolist() == expected.tolist()
 
 
 def test_batches_equal_the_tokenizer_output(tiny_csv: Path, demo_assets: dict) -> None:
@@ -184,6 +86,8 @@ def test_fused_dataloader_yields_the_epoch_as_one_batch_of_minibatches(
 ) -> None:
     dm = csv_module(tiny_csv, demo_assets["embedding"], val_fraction=0.1)
     dm.setup()
+    assert len(list(dm.train_dataloader())) > 1  # no trainer: nothing to fuse for
+    dm.trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
     (batch,) = list(dm.train_dataloader())
     assert batch["minibatch"] == 32 and len(batch["labels"]) == len(dm.rows["train"])
     assert len(batch["offsets"]) == len(dm.rows["train"])
@@ -193,51 +97,18 @@ def test_fused_dataloader_yields_the_epoch_as_one_batch_of_minibatches(
     assert torch.equal(batch["labels"].sort().values, again["labels"].sort().values)
 
 
-def test_token_cache_is_reused_and_keyed_by_file_contents(
-    tmp_path: Path, tiny_csv: Path, demo_assets: dict, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cache = tmp_path / "cache"
-    first = csv_module(tiny_csv, demo_assets["embedding"], cache_dir=str(cache))
-    first.setup()
-    assert len(list((cache / "tokens").glob("*.npz"))) == 1
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("tokenized again despite the cache")
-
-    monkeypatch.setattr(data.HubTokenizer, "encode", refuse)
-    second = csv_module(tiny_csv, demo_assets["embedding"], cache_dir=str(cache))
-    second.setup()
-    assert np.array_equal(second.corpus.ids, first.corpus.ids)
-    # Changed contents, same name: a new key, so the stale cache is not used.
-    frame = pd.read_csv(tiny_csv)
-    frame.loc[0, "text"] = "an entirely different headline"
-    frame.to_csv(tiny_csv, index=False)
-    with pytest.raises(AssertionError, match="tokenized again"):
-        csv_module(tiny_csv, demo_assets["embedding"], cache_dir=str(cache)).setup()
-
-
 def test_pooled_cache_equals_the_embedding_output(tiny_csv: Path, demo_assets: dict) -> None:
     dm = csv_module(tiny_csv, demo_assets["embedding"])
     dm.setup()
     embedding = HubEmbedding.load(demo_assets["embedding"])
     token_batch = dm.dataset("test").__getitems__(list(range(8)))
-    dm.cache_features(embedding)
+    dm.use_pooled(pool_corpus(dm.corpus, embedding))
     pooled_batch = dm.dataset("test").__getitems__(list(range(8)))
     expected = embedding(token_batch["ids"], token_batch["offsets"])
     assert torch.equal(pooled_batch["pooled"], expected)  # bit for bit
     assert torch.equal(pooled_batch["labels"], token_batch["labels"])
-    dm.cache_features(None)
+    dm.use_pooled(None)
     assert "ids" in dm.dataset("test").__getitems__([0])
-
-
-def test_gzipped_csv_with_numeric_labels(tmp_path: Path, demo_assets: dict) -> None:
-    frame = pd.DataFrame({"headline": [f"story {i}" for i in range(30)], "y": [0, 1, 1] * 10})
-    path = tmp_path / "numbers.csv.gz"
-    frame.to_csv(path, index=False)
-    dm = csv_module(path, demo_assets["embedding"], text_column="headline", label_column="y")
-    dm.setup()
-    assert dm.class_names == ["0", "1"]
-    assert dm.corpus.labels.tolist() == frame["y"].tolist()
 
 
 def test_options_are_validated(demo_assets: dict) -> None:

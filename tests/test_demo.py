@@ -13,7 +13,7 @@ from fakenews_pl.tokenizer import TextRecipe
 def test_dataset_is_deterministic_and_in_notebook_format(tmp_path: Path, demo_assets: dict) -> None:
     train, test = tmp_path / "train.csv", tmp_path / "test.csv"
     demo.write_dataset(train, test)
-    reference = demo_assets["data_dir"] / "demo"
+    reference = demo_assets["demo_dir"]
     assert train.read_bytes() == (reference / "train.csv").read_bytes()
     assert test.read_bytes() == (reference / "test.csv").read_bytes()
     frame = pd.read_csv(train)
@@ -51,7 +51,7 @@ def test_embedding_separates_the_demo_classes(demo_assets: dict) -> None:
     embedding = HubEmbedding.load(demo_assets["embedding"])
     parts = {}
     for split in ("train", "test"):
-        frame = pd.read_csv(demo_assets["data_dir"] / "demo" / f"{split}.csv")
+        frame = pd.read_csv(demo_assets["demo_dir"] / f"{split}.csv")
         parts[split] = (embedding.embed_texts(frame["text"].tolist()).numpy(), frame["label"])
     probe = LogisticRegression(max_iter=1000).fit(*parts["train"])
     x_test, y_test = parts["test"]

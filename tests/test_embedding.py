@@ -96,14 +96,3 @@ def test_missing_or_foreign_directory_names_the_fix(tmp_path):
         HubEmbedding.load(tmp_path)
 
 
-def test_atomic_directory_leaves_nothing_on_failure(tmp_path):
-    with pytest.raises(RuntimeError), artifact.atomic_directory(tmp_path / "out") as tmp:
-        (tmp / "partial").write_text("x")
-        raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_write_artifact_checks_row_count(tmp_path):
-    meta = {"source": "t", "oov_buckets": 5, "combiner": "sqrtn", "recipe": TextRecipe().to_dict()}
-    with pytest.raises(artifact.ArtifactError, match="expected vocab 5 \\+ OOV buckets 5"):
-        artifact.write_artifact(tmp_path, torch.zeros(3, 2), VOCAB, meta)

@@ -1,13 +1,11 @@
 """FakeNewsClassifier: layout, Keras init, optimizers, checkpoints, strategy checks."""
 
-import math
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy
-from torch import nn
 
 from fakenews_pl import artifact
 from fakenews_pl.model import FakeNewsClassifier, check_strategy
@@ -15,23 +13,6 @@ from fakenews_pl.model import FakeNewsClassifier, check_strategy
 
 def make_model(embedding: Path, **kwargs) -> FakeNewsClassifier:
     return FakeNewsClassifier(str(embedding), class_names=["Fake", "True"], **kwargs)
-
-
-def test_head_is_the_notebooks_with_keras_init(demo_assets: dict) -> None:
-    model = make_model(demo_assets["embedding"])
-    dim = model.embedding.dim
-    linears = [m for m in model.head if isinstance(m, nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linears] == [(dim, 256), (256, 64), (64, 1)]
-    assert [m.p for m in model.head if isinstance(m, nn.Dropout)] == [0.3, 0.2]
-    assert sum(isinstance(m, nn.ReLU) for m in model.head) == 2
-    for layer in linears:
-        bound = math.sqrt(6 / (layer.in_features + layer.out_features))  # glorot_uniform
-        assert torch.all(layer.bias == 0)
-        assert layer.weight.abs().max() <= bound
-    # U(-b, b) has std b / sqrt(3); the 256 x 64 layer has 16k draws.
-    big = linears[1]
-    bound = math.sqrt(6 / (256 + 64))
-    assert abs(big.weight.std().item() - bound / math.sqrt(3)) < 0.02 * bound
 
 
 def test_hparams_hold_path_and_sizes_not_tensors(demo_assets: dict) -> None:

@@ -1,73 +1,28 @@
-"""The hand-stepped training path against the library path it replaces, bit for bit:
-HeadStep vs autograd, AdamStep vs Adam.step, RowSparseAdam vs SparseAdam; DropoutMasks."""
+"""The optimizer steps against the library's, bit for bit: AdamStep vs Adam.step,
+RowSparseAdam vs SparseAdam."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from fakenews_pl.head import DenseHead, DropoutMasks
 from fakenews_pl.optim import AdamStep, RowSparseAdam, stepper
 
 
-def _head_and_batch(seed: int, rows: int = 20, dim: int = 12):
-    torch.manual_seed(seed)
-    head = DenseHead(dim, (16, 8), (0.3, 0.2))
-    for layer in head.linears:  # non-zero biases exercise the bias gradients
-        torch.nn.init.uniform_(layer.bias, -0.5, 0.5)
-    x = torch.randn(rows, dim)
-    labels = (torch.rand(rows) > 0.5).float()
-    return head, x, labels
-
-
-@pytest.mark.parametrize("rows", [32, 20, 1])
-def test_head_step_equals_autograd_bit_for_bit(rows: int) -> None:
-    head, x, labels = _head_and_batch(0, rows)
-    head.train()
-    x_auto = x.clone().requires_grad_()
-    head.masks.reset()
-    torch.manual_seed(1)
-    loss = F.binary_cross_entropy_with_logits(head(x_auto), labels)
-    loss.backward()
-    expected = {name: p.grad.clone() for name, p in head.named_parameters()}
-    auto_logits = head(x).detach()  # (a second draw of masks: only its shape matters)
-    head.zero_grad()
-
-    head.masks.reset()
-    torch.manual_seed(1)
-    logits, grad_x = head.stepper()(x, labels, input_grad=True)
-    assert logits.shape == auto_logits.shape
-    assert torch.equal(grad_x, x_auto.grad)
-    for name, p in head.named_parameters():
-        assert torch.equal(p.grad, expected[name]), name
-    # A second step writes the gradients in place, into the same tensors.
-    before = {name: p.grad for name, p in head.named_parameters()}
-    head.stepper()(x, labels)
-    assert all(p.grad is before[name] for name, p in head.named_parameters())
-
-
-def test_head_step_logits_are_the_forward_logits() -> None:
-    head, x, labels = _head_and_batch(2)
-    head.masks.reset()
-    torch.manual_seed(3)
-    with torch.no_grad():
-        forward = head(x)
-    head.masks.reset()
-    torch.manual_seed(3)
-    logits, grad_x = head.stepper()(x, labels)
-    assert torch.equal(logits, forward) and grad_x is None
+def _parameters(seed: int) -> list[torch.nn.Parameter]:
+    """Head-like parameters: two weight matrices and their biases."""
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [(16, 12), (16,), (1, 16), (1,)]
+    return [torch.nn.Parameter(torch.randn(s, generator=generator)) for s in shapes]
 
 
 def test_adam_step_equals_adam_step_bit_for_bit() -> None:
-    heads = [_head_and_batch(4)[0] for _ in range(2)]
-    optimizers = [torch.optim.Adam(h.parameters(), lr=1e-3, eps=1e-7, fused=True) for h in heads]
+    heads = [_parameters(4) for _ in range(2)]
+    optimizers = [torch.optim.Adam(h, lr=1e-3, eps=1e-7, fused=True) for h in heads]
     generator = torch.Generator().manual_seed(5)
-    grads = [
-        [torch.randn(p.shape, generator=generator) for p in heads[0].parameters()] for _ in range(6)
-    ]
+    grads = [[torch.randn(p.shape, generator=generator) for p in heads[0]] for _ in range(6)]
     fast = None
     for step_grads in grads:
         for head in heads:
-            for p, g in zip(head.parameters(), step_grads, strict=True):
+            for p, g in zip(head, step_grads, strict=True):
                 if p.grad is None:
                     p.grad = g.clone()
                 else:
@@ -79,19 +34,19 @@ def test_adam_step_equals_adam_step_bit_for_bit() -> None:
             assert isinstance(fast, AdamStep)
         else:
             fast()
-    for a, b in zip(heads[0].parameters(), heads[1].parameters(), strict=True):
+    for a, b in zip(heads[0], heads[1], strict=True):
         assert torch.equal(a, b)
     for a, b in zip(optimizers[0].state.values(), optimizers[1].state.values(), strict=True):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_stepper_falls_back_to_step_without_state() -> None:
-    head = _head_and_batch(6)[0]
-    optimizer = torch.optim.Adam(head.parameters())
+    head = _parameters(6)
+    optimizer = torch.optim.Adam(head)
     assert stepper(optimizer) == optimizer.step
     with pytest.raises(ValueError, match="call optimizer.step"):
         AdamStep(optimizer)
-    for p in head.parameters():
+    for p in head:
         p.grad = torch.zeros_like(p)
     assert stepper(optimizer) == optimizer.step  # gradients but no state yet
     optimizer.step()
@@ -129,34 +84,3 @@ def test_row_sparse_adam_refuses_dense_gradients() -> None:
     weight.grad = torch.ones(3, 2)
     with pytest.raises(RuntimeError, match="dense gradients"):
         RowSparseAdam([weight]).step()
-
-
-def test_dropout_masks_do_not_depend_on_how_rows_are_taken() -> None:
-    like = torch.zeros(1)
-    draws = []
-    for sizes in ([32] * 10, [320], [5, 27, 100, 188]):
-        masks = DropoutMasks((16, 8), (0.3, 0.0), chunk_rows=512)
-        torch.manual_seed(8)
-        parts = [masks.take(n, like) for n in sizes]
-        assert all(part[1] is None for part in parts)
-        draws.append(torch.cat([part[0] for part in parts]))
-    assert torch.equal(draws[0], draws[1]) and torch.equal(draws[0], draws[2])
-
-
-def test_dropout_masks_keep_with_probability_one_minus_p_and_rescale() -> None:
-    masks = DropoutMasks((256,), (0.3,), chunk_rows=4096)
-    torch.manual_seed(9)
-    (mask,) = masks.take(4096, torch.zeros(1))
-    assert mask.unique().tolist() == [0.0, pytest.approx(1 / 0.7)]
-    kept = (mask > 0).float().mean().item()
-    assert abs(kept - 0.7) < 0.005  # 1M draws: std 0.00045
-    # Rows past a chunk come from a fresh chunk; a reset starts over from the seed state.
-    masks.reset()
-    torch.manual_seed(9)
-    (again,) = masks.take(4096, torch.zeros(1))
-    assert torch.equal(mask, again)
-
-
-def test_dropout_rates_outside_zero_one_are_refused() -> None:
-    with pytest.raises(ValueError, match=r"dropout rates must be in \[0, 1\), got \[0.3, 1.0\]"):
-        DenseHead(4, (8, 8), (0.3, 1.0))

@@ -1,0 +1,169 @@
+"""What a batch is: the kinds the model takes, the datasets and samplers that build them, and
+how a whole-epoch batch is cut back into minibatches.
+
+A batch is a dict of tensors (Lightning moves dicts to the device as they are):
+
+    TokenBatch   {"ids": (T,) int64, "offsets": (B,) int64, "labels": (B,) float32}
+                 row i's tokens are ids[offsets[i]:offsets[i + 1]] (EmbeddingBag's layout)
+    PooledBatch  {"pooled": (B, D) float32, "labels": (B,) float32}
+                 the frozen embedding's output, computed once per run
+                 (`fakenews_pl.callbacks.PooledFeatures`)
+
+An epoch batch (fused training, `fakenews_pl.fused`) is either kind over all of an epoch's
+shuffled rows plus `"minibatch": int` (the notebook's 32): `minibatches` cuts it into the
+consecutive minibatches a shuffled DataLoader with that batch size would have yielded (the
+same sampler classes draw the order, so the same rows for a seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, TypedDict
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
+
+MINIBATCH = "minibatch"
+
+
+class TokenBatch(TypedDict):
+    """Token bags: (T,) ids, (B,) offsets into them, (B,) 0/1 labels."""
+
+    ids: torch.Tensor
+    offsets: torch.Tensor
+    labels: torch.Tensor
+
+
+class PooledBatch(TypedDict):
+    """(B, D) pooled vectors of a frozen embedding and (B,) 0/1 labels."""
+
+    pooled: torch.Tensor
+    labels: torch.Tensor
+
+
+Batch = TokenBatch | PooledBatch
+
+
+def is_epoch(batch: dict[str, Any]) -> bool:
+    """Whether `batch` holds a whole epoch of minibatches (see the module docstring)."""
+    return MINIBATCH in batch
+
+
+def gather_bags(
+    ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray, rows: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows' bags -> (total,) ids and (B,) offsets for EmbeddingBag, with numpy only."""
+    lens = lengths[rows]
+    offsets = np.zeros(len(rows), dtype=np.int64)
+    np.cumsum(lens[:-1], out=offsets[1:])
+    # Position of every token of the batch in the flat `ids`: its bag's start + its rank.
+    positions = np.arange(lens.sum(), dtype=np.int64) + np.repeat(starts[rows] - offsets, lens)
+    return torch.from_numpy(ids[positions]), torch.from_numpy(offsets)
+
+
+def minibatches(batch: dict[str, Any], size: int) -> Iterator[Batch]:
+    """The consecutive `size`-row minibatches of a batch (the last may be shorter)."""
+    if "pooled" in batch:
+        parts = zip(batch["pooled"].split(size), batch["labels"].split(size), strict=True)
+        for pooled, labels in parts:
+            yield {"pooled": pooled, "labels": labels}
+        return
+    n = len(batch["labels"])
+    for start in range(0, n, size):
+        yield slice_bags(batch, start, min(start + size, n))
+
+
+def slice_bags(batch: TokenBatch, start: int, stop: int) -> TokenBatch:
+    """Rows [start, stop) of a batch of token bags."""
+    ids, offsets = batch["ids"], batch["offsets"]
+    first = int(offsets[start])
+    last = int(offsets[stop]) if stop < len(offsets) else len(ids)
+    return {
+        "ids": ids[first:last],
+        "offsets": offsets[start:stop] - first,
+        "labels": batch["labels"][start:stop],
+    }
+
+
+class TokenRows(Dataset):
+    """Rows of a tokenized corpus; `__getitems__` builds a whole `TokenBatch` at once."""
+
+    def __init__(self, corpus: Any, rows: np.ndarray, labels: torch.Tensor) -> None:
+        self.corpus, self.rows, self.labels = corpus, rows, labels
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, positions: list[int]) -> TokenBatch:
+        rows = self.rows[np.asarray(positions, dtype=np.int64)]
+        c = self.corpus
+        ids, offsets = gather_bags(c.ids, c.starts, c.lengths, rows)
+        return {"ids": ids, "offsets": offsets, "labels": self.labels[rows]}
+
+    def __getitem__(self, position: int) -> TokenBatch:
+        return self.__getitems__([position])
+
+
+class PooledRows(Dataset):
+    """Rows of precomputed (N, D) pooled vectors; one index operation per `PooledBatch`."""
+
+    def __init__(self, pooled: torch.Tensor, rows: np.ndarray, labels: torch.Tensor) -> None:
+        self.pooled, self.rows, self.labels = pooled, torch.from_numpy(rows), labels
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, positions: list[int]) -> PooledBatch:
+        rows = self.rows[torch.as_tensor(positions, dtype=torch.int64)]
+        return {"pooled": self.pooled[rows], "labels": self.labels[rows]}
+
+    def __getitem__(self, position: int) -> PooledBatch:
+        return self.__getitems__([position])
+
+
+class _WholeEpoch(Sampler):
+    """One batch per epoch: every minibatch of `batches`, concatenated in order."""
+
+    def __init__(self, batches: BatchSampler) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self):
+        yield [i for batch in self.batches for i in batch]
+
+
+class _TagMinibatch:
+    """collate_fn of epoch batches: tags the batch with its minibatch size."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {**batch, MINIBATCH: self.size}
+
+
+def _as_is(batch: Batch) -> Batch:
+    """collate_fn: `__getitems__` already built the batch (module level: workers pickle it)."""
+    return batch
+
+
+def loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0) -> DataLoader:
+    """Batches of `batch_size` rows, in dataset order unless `shuffle`."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        collate_fn=_as_is,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def epoch_loader(dataset: Dataset, minibatch: int) -> DataLoader:
+    """One epoch batch per epoch: the shuffled minibatches of `loader(..., shuffle=True)`."""
+    # The same sampler classes as shuffle=True, so the same random order for a seed.
+    epoch = _WholeEpoch(BatchSampler(RandomSampler(dataset), minibatch, drop_last=False))
+    return DataLoader(dataset, batch_sampler=epoch, collate_fn=_TagMinibatch(minibatch))

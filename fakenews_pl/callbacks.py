@@ -1,0 +1,45 @@
+"""Callbacks listed in `conf/callbacks/`: pieces of a run that sit between model and data.
+
+`PooledFeatures`: with a frozen embedding, dropout comes after the first dense layer, so each
+text's pooled vector never changes during training. The callback pools every row of the
+corpus once at setup and hands the (N, D) vectors to the data module, whose batches then
+carry them instead of token ids (`batches.PooledBatch`): the head trains on cached vectors,
+with results identical to pooling every batch (tested).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from fakenews_pl.batches import gather_bags
+
+
+@torch.no_grad()
+def pool_corpus(corpus: Any, embedding: nn.Module, chunk: int = 4096) -> torch.Tensor:
+    """(N, D) float32 pooled vectors of every corpus row, `chunk` rows per embedding call."""
+    device = embedding.weight.device
+    pooled = []
+    for start in range(0, len(corpus.labels), chunk):
+        rows = np.arange(start, min(start + chunk, len(corpus.labels)))
+        ids, offsets = gather_bags(corpus.ids, corpus.starts, corpus.lengths, rows)
+        # (total_tokens,) ids, (chunk,) offsets -> (chunk, D)
+        pooled.append(embedding(ids.to(device), offsets.to(device)).float().cpu())
+    return torch.cat(pooled)
+
+
+class PooledFeatures(pl.Callback):
+    """Pool every text once when the model's embedding is frozen; batches carry the vectors."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """After the data module's setup: pool its corpus, or stop pooling if the table trains."""
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "use_pooled"):
+            return
+        embedding = pl_module.embedding
+        frozen = not any(p.requires_grad for p in embedding.parameters())
+        datamodule.use_pooled(pool_corpus(datamodule.corpus, embedding) if frozen else None)

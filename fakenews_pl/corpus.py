@@ -1,0 +1,271 @@
+"""The labelled texts of a run: CSV files read and validated, the notebook's preprocessing,
+labels encoded, texts tokenized once (cached on disk), and the stratified splits.
+
+    corpus = load(["train.csv", "test.csv"], "artifacts/embeddings/nnlm128", fmt="notebook",
+                  text_column="for_glove", label_column="label", label_names=["Fake", "True"])
+    rows = split(corpus, file_rows=True, ...)   # {"train", "val", "test"}: index arrays
+
+`fmt="notebook"` reads the notebook's columns and rebuilds its input exactly:
+`" ".join(new_cleaning(for_glove))`; `fmt="csv"` takes `text_column` as it is. Labels are
+numbered like sklearn's `LabelEncoder` (sorted names: `Fake`=0, `True`=1) unless `label_names`
+fixes the order.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from fakenews_pl import artifact
+from fakenews_pl.tokenizer import HubTokenizer
+
+FORMATS = ("notebook", "csv")
+_CACHE_VERSION = 1
+
+
+class DataError(ValueError):
+    """A data file that cannot be used; the message names the file, row or column, and why."""
+
+
+def notebook_text(for_glove: pd.Series) -> pd.Series:
+    """The notebook's `text_from_token(new_cleaning(x))`, vectorised.
+
+    `new_cleaning` deletes `[`, `]`, `'` and spaces and splits on `,`; `" ".join` of that
+    split is the same string with every `,` turned into a space.
+    """
+    out = for_glove
+    for char in ("[", "]", "'", " "):
+        out = out.str.replace(char, "", regex=False)
+    return out.str.replace(",", " ", regex=False)
+
+
+def read_labelled_csv(
+    path: str | os.PathLike, text_column: str, label_column: str, notebook: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(texts, labels) as string arrays from one `.csv` / `.csv.gz` file, or a `DataError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such data file")
+    try:
+        header = list(pd.read_csv(path, nrows=0).columns)
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise DataError(f"{path}: not a readable CSV file ({e})") from None
+    for column, role in ((text_column, "text_column"), (label_column, "label_column")):
+        if column not in header:
+            hint = (
+                " (data=notebook expects the notebook's columns text,label,cleaned,for_glove; "
+                "use data=csv with data.text_column=... for other files)"
+                if notebook
+                else ""
+            )
+            raise DataError(
+                f"{path}: missing column {column!r} (data.{role}); "
+                f"the file has columns {header}{hint}"
+            )
+    # Only empty cells are missing: a headline reading "NA" or "null" is text.
+    frame = pd.read_csv(
+        path,
+        usecols=[text_column, label_column],
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
+    )
+    for column in (text_column, label_column):
+        _require_values(path, frame[column], column)
+    texts = frame[text_column]
+    if notebook:
+        _require_lists(path, texts, text_column)
+        texts = notebook_text(texts)
+    return texts.to_numpy(dtype=object), frame[label_column].to_numpy(dtype=str)
+
+
+def _require_values(path: Path, values: pd.Series, column: str) -> None:
+    empty = np.flatnonzero(values.isna().to_numpy())
+    if len(empty):
+        raise DataError(
+            f"{path}: data row {empty[0] + 1} has an empty {column!r} "
+            f"({len(empty)} such rows); expected a value in every row"
+        )
+
+
+def _require_lists(path: Path, values: pd.Series, column: str) -> None:
+    stripped = values.str.strip()
+    bad = np.flatnonzero(~(stripped.str.startswith("[") & stripped.str.endswith("]")).to_numpy())
+    if len(bad):
+        raise DataError(
+            f"{path}: data row {bad[0] + 1} column {column!r} is {values.iloc[bad[0]][:60]!r}; "
+            "expected a token list stored as a Python-list string like \"['word', 'word']\""
+        )
+
+
+def encode_labels(
+    path: str | os.PathLike, labels: np.ndarray, class_names: Sequence[str], column: str
+) -> np.ndarray:
+    """Label strings -> class indices (int64), or a `DataError` naming the first unknown one."""
+    codes = pd.Categorical(labels, categories=list(class_names)).codes.astype(np.int64)
+    bad = np.flatnonzero(codes < 0)
+    if len(bad):
+        raise DataError(
+            f"{path}: data row {bad[0] + 1} has label {labels[bad[0]]!r} in column {column!r}; "
+            f"expected one of {list(class_names)}"
+        )
+    return codes
+
+
+def token_cache_key(path: str | os.PathLike, text_spec: dict[str, Any], meta: dict) -> str:
+    """Hash of the file's bytes, how its text is built, and the embedding's vocabulary."""
+    parts = {
+        "version": _CACHE_VERSION,
+        "file_sha256": artifact.sha256_file(path),
+        "text": text_spec,
+        "embedding_sha256": meta["sha256"],
+        "recipe": meta["recipe"],
+        "oov_buckets": meta["oov_buckets"],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def tokenize_cached(
+    texts: np.ndarray, tokenizer: Callable[[], HubTokenizer], cache_file: Path | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(total_tokens,) ids and (N,) bag lengths, read from `cache_file` when it exists.
+
+    `tokenizer` is called only on a cache miss (a large vocabulary takes a while to index).
+    """
+    if cache_file is not None and cache_file.is_file():
+        with np.load(cache_file) as cached:
+            return cached["ids"], cached["lengths"]
+    ids, offsets = tokenizer().encode(texts.tolist())
+    lengths = np.diff(offsets, append=len(ids)).astype(np.int64)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as f:
+            np.savez(f, ids=ids, lengths=lengths)
+        os.replace(tmp, cache_file)  # atomic: concurrent ranks write identical bytes
+    return ids, lengths
+
+
+@dataclass
+class Corpus:
+    """Every row of every file, tokenized: `ids[starts[i]:starts[i] + lengths[i]]` is row i."""
+
+    texts: np.ndarray  # (N,) str
+    labels: np.ndarray  # (N,) int64 class indices into class_names
+    ids: np.ndarray  # (total_tokens,) int64
+    starts: np.ndarray  # (N,) int64
+    lengths: np.ndarray  # (N,) int64
+    file_rows: list[int]  # rows per file, in the order the files were given
+    class_names: list[str]
+
+
+def load(
+    paths: Sequence[str | os.PathLike],
+    embedding_path: str | os.PathLike,
+    fmt: str = "notebook",
+    text_column: str = "for_glove",
+    label_column: str = "label",
+    label_names: Sequence[str] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    labels_from: int | None = None,
+) -> Corpus:
+    """Read, validate and tokenize `paths` for the embedding at `embedding_path`.
+
+    Class names are `label_names`, else the sorted labels of the first `labels_from` files
+    (all of them by default), like `LabelEncoder` fitted on the training data.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"data.format must be one of {FORMATS}, got {fmt!r}")
+    read = [read_labelled_csv(p, text_column, label_column, fmt == "notebook") for p in paths]
+    if label_names is not None:
+        names = [str(name) for name in label_names]
+    else:
+        names = class_names(
+            paths[:labels_from], [lab for _, lab in read[:labels_from]], label_column
+        )
+    meta = artifact.read_meta(embedding_path)
+    tokenizer = functools.cache(lambda: artifact.read_tokenizer(embedding_path, meta))
+    text_spec = {"format": fmt, "text_column": text_column}
+    parts = []
+    for path, (texts, labels) in zip(paths, read, strict=True):
+        codes = encode_labels(path, labels, names, label_column)
+        cache_file = None
+        if cache_dir:
+            key = token_cache_key(path, text_spec, meta)
+            cache_file = Path(cache_dir) / "tokens" / f"{key}.npz"
+        parts.append((texts, codes, *tokenize_cached(texts, tokenizer, cache_file)))
+    return _concat(parts, names)
+
+
+def class_names(
+    paths: Sequence[str | os.PathLike], labels: Sequence[np.ndarray], column: str
+) -> list[str]:
+    """The two sorted label names found in `labels` (LabelEncoder's order), or a `DataError`."""
+    names = sorted(set(np.concatenate(labels).tolist()))
+    if len(names) != 2:
+        raise DataError(
+            f"{', '.join(map(str, paths))}: found labels {names} in column {column!r}; "
+            "the classifier is binary, expected two classes"
+        )
+    return names
+
+
+def split(
+    corpus: Corpus,
+    split_files: bool,
+    test_size: float,
+    val_fraction: float,
+    val_from_test: bool,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Row indices of train, val and test, each in file order.
+
+    `split_files`: all files together split into train/test by a seeded stratified `test_size`
+    split; else the first file is train and the second test. Validation is a seeded stratified
+    `val_fraction` of train, or the test rows themselves (`val_from_test`, the notebook's way).
+    """
+    labels, sizes = corpus.labels, corpus.file_rows
+    if split_files:
+        train, test = _stratified(np.arange(sum(sizes)), labels, test_size, seed)
+    else:
+        train, test = np.arange(sizes[0]), np.arange(sizes[0], sizes[0] + sizes[1])
+    if val_from_test:
+        return {"train": train, "val": test, "test": test}
+    train, val = _stratified(train, labels, val_fraction, seed)
+    return {"train": train, "val": val, "test": test}
+
+
+def _stratified(
+    rows: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified split of `rows`, each part back in file order."""
+    try:
+        keep, held = train_test_split(
+            rows, test_size=fraction, stratify=labels[rows], random_state=seed
+        )
+    except ValueError as e:
+        counts = np.bincount(labels[rows], minlength=2).tolist()
+        raise DataError(
+            f"cannot split {len(rows)} rows (class counts {counts}) with fraction {fraction}: {e}"
+        ) from None
+    return np.sort(keep), np.sort(held)
+
+
+def _concat(parts: list[tuple[np.ndarray, ...]], names: list[str]) -> Corpus:
+    texts, labels, ids, lengths = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    file_rows = [len(p[0]) for p in parts]
+    return Corpus(
+        texts, labels.astype(np.int64), ids.astype(np.int64), starts, lengths, file_rows, names
+    )

@@ -1,0 +1,66 @@
+"""The pieces train.py and evaluate.py wire: demo inputs, embedding lookup, config groups."""
+
+from pathlib import Path
+
+import pytest
+from pytorch_lightning.loggers import CSVLogger
+
+from fakenews_pl import demo, pipeline
+
+
+def test_missing_embedding_names_the_convert_command(compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "embedding=nnlm128")
+    with pytest.raises(FileNotFoundError) as info:
+        pipeline.ensure_embedding(cfg.embedding)
+    assert f"python scripts/convert_tfhub.py nnlm128 {cfg.embedding.path}" in str(info.value)
+    typo = tmp_path / "typo"
+    cfg = compose_train(tmp_path, f"embedding.path={typo}")
+    with pytest.raises(FileNotFoundError, match=f"convert_tfhub.py SOURCE {typo}"):
+        pipeline.ensure_embedding(cfg.embedding)
+
+
+def test_demo_inputs_are_written_only_where_the_demo_lives(compose_train, tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh_demo"
+    cfg = compose_train(tmp_path, f"paths.demo_dir={fresh}")
+    assert pipeline.prepare_demo(cfg)  # embedding=demo data=demo: synthetic
+    assert sorted(p.name for p in fresh.iterdir()) == ["embedding", "test.csv", "train.csv"]
+    typo = tmp_path / "typo"
+    cfg = compose_train(tmp_path, f"paths.demo_dir={fresh}", f"embedding.path={typo}")
+    assert pipeline.prepare_demo(cfg)  # the data is still the demo's
+    assert not typo.exists()  # never generated at a mistyped embedding.path
+    other = tmp_path / "other"
+    cfg = compose_train(
+        tmp_path,
+        f"paths.demo_dir={other}",
+        "data=csv",
+        f"data.train_csv={fresh / 'train.csv'}",
+        f"data.test_csv={fresh / 'test.csv'}",
+        f"embedding.path={fresh / 'embedding'}",
+    )
+    assert not pipeline.prepare_demo(cfg) and not other.exists()
+
+
+def test_demo_is_recognised_without_writing(tmp_path: Path) -> None:
+    where = demo.inputs(tmp_path / "d")
+    assert demo.uses_demo(tmp_path / "d", [tmp_path / "x", where["test_csv"]])
+    assert not demo.uses_demo(tmp_path / "d", [tmp_path / "d" / "other.csv"])
+    assert not (tmp_path / "d").exists()
+
+
+def test_data_files_are_the_files_or_the_pair(compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "data=seed_fakenews")
+    assert [Path(f).name for f in pipeline.data_files(cfg.data)][0] == "gos_1.csv.gz"
+    cfg = compose_train(tmp_path)
+    assert pipeline.data_files(cfg.data) == [cfg.data.train_csv, cfg.data.test_csv]
+
+
+def test_tensorboard_is_opt_in(compose_train, tmp_path: Path) -> None:
+    default = pipeline.instantiate_group(compose_train(tmp_path).logger)
+    assert [type(logger) for logger in default] == [CSVLogger]
+    both = pipeline.instantiate_group(compose_train(tmp_path, "logger=tensorboard").logger)
+    assert sorted(type(logger).__name__ for logger in both) == ["CSVLogger", "TensorBoardLogger"]
+
+
+def test_report_on_must_be_last_or_best() -> None:
+    with pytest.raises(ValueError, match="report_on must be one of"):
+        pipeline.weights_for_report(None, None, "first")
