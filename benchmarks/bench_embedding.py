@@ -37,7 +37,7 @@ SIZES = {
 
 
 def seed_texts(data_dir: Path) -> list[str]:
-    from fakenews_pl.data import read_labelled_csv
+    from fakenews_pl.corpus import read_labelled_csv
 
     files = sorted(data_dir.glob("*.csv.gz"))
     if not files:
