@@ -24,6 +24,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     Only rank 0 reports; other ranks return empty metrics.
     """
     seed_everything(cfg.seed, workers=True)
+    pipeline.clean_stale_temporaries(cfg)
     synthetic = pipeline.prepare_demo(cfg)
     embedding_path = pipeline.ensure_embedding(cfg.embedding)
     datamodule = pipeline.build_datamodule(cfg.data, embedding_path)

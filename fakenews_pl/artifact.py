@@ -15,13 +15,12 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fakenews_pl import temporaries
 from fakenews_pl.tokenizer import HubTokenizer, TextRecipe
 
 FORMAT = "fakenews_pl.hub_embedding/1"
@@ -183,22 +182,19 @@ def atomic_directory(out_dir: str | os.PathLike, overwrite: bool = False) -> Ite
     """Yield a temporary sibling of `out_dir`; rename it into place only if the block succeeds.
 
     On any exception, Ctrl-C included, the temporary directory is removed and `out_dir` is
-    left as it was.
+    left as it was. The directory and everything written into it get the user's usual
+    permissions (0o777 or 0o666 minus the umask; safetensors writes 0o600 files).
+    Temporaries beside it left by killed runs are removed first, in one line of output
+    (`fakenews_pl.temporaries`).
     """
     out = Path(out_dir).absolute()
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists (pass overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    temporaries.clean_stale(out.parent)
+    with temporaries.temp_dir(out) as tmp:
         yield tmp
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"{out} appeared while it was being written (another process?)")
+        temporaries.give_usual_permissions(tmp)
+        temporaries.replace_directory(tmp, out)

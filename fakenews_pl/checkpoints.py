@@ -5,13 +5,13 @@ writes the file: for a fine-tuned 1M-row table with its two Adam moments that is
 extra memory at every save. `AtomicCheckpointIO` streams `torch.save` into a temporary file
 beside the target and renames it over the target when complete, so a crash or Ctrl-C never
 leaves a truncated checkpoint, and a `last.ckpt` symlink (`save_last: link`) is replaced, never
-written through.
+written through. Temporaries are named after their process (`fakenews_pl.temporaries`): those
+of a killed run are removed before the first save into a directory, in one line of output.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,15 @@ import torch
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from fakenews_pl import temporaries
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` whose local saves stream into a temporary file, then rename it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._swept: set[Path] = set()  # directories cleaned of killed runs' temporaries
 
     def save_checkpoint(
         self,
@@ -29,17 +35,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path: str | os.PathLike,
         storage_options: Any | None = None,
     ) -> None:
-        """Stream `checkpoint` into a temporary file beside `path`, then rename it to `path`."""
+        """Stream `checkpoint` into a temporary beside `path`, then rename it over `path`."""
         if storage_options is not None or "file" not in get_filesystem(path).protocol:
             super().save_checkpoint(checkpoint, path, storage_options)  # remote: Lightning's
             return
-        target = Path(path)
+        target = Path(path).absolute()
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                torch.save(checkpoint, file)
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        if target.parent not in self._swept:
+            temporaries.clean_stale(target.parent)
+            self._swept.add(target.parent)
+        with temporaries.atomic_file(target) as file:  # 0o666 minus the umask, like torch.save's
+            torch.save(checkpoint, file)

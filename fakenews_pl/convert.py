@@ -19,6 +19,11 @@ import gc
 import json
 import os
 import random
+import socket
+import sys
+import tempfile
+import urllib.error
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,26 +336,111 @@ def read_table(saved_model_dir: str | os.PathLike, rows: int) -> tuple[np.ndarra
 
 # --------------------------------------------------------------------------- sources
 
+# Seconds a TF-Hub download may go without receiving anything before it is given up (a network
+# that drops packets would otherwise hang for minutes per connection attempt).
+DOWNLOAD_TIMEOUT_S = 60
+_LOCAL_HINT = (
+    "a local SavedModel directory works too: download the module where there is network "
+    "(the .tar.gz from tfhub.dev or Kaggle), extract it and pass its directory as SOURCE"
+)
+
+
+def _import_hub() -> Any:
+    with warnings.catch_warnings():  # tensorflow_hub 0.16 still imports pkg_resources
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        import tensorflow_hub as hub
+    return hub
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow and tensorflow_hub without their start-up log lines (command lines).
+
+    TensorFlow 2.16+ writes its C++ start-up lines (oneDNN, CUDA drivers, CPU features) before
+    absl logging is initialised, where TF_CPP_MIN_LOG_LEVEL does not reach them; they are
+    captured at the file-descriptor level during the import and shown only if it fails.
+    """
+    # Later C++ lines too, errors included ("failed call to cuInit" on a machine without a GPU):
+    # a failure that matters reaches Python as an exception, reported in one line.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow_hub" not in sys.modules:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                _import_hub()
+            except BaseException:
+                os.dup2(saved, 2)
+                sink.seek(0)
+                sys.stderr.write(sink.read().decode(errors="replace"))
+                raise
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+    import absl.logging
+    import tensorflow as tf
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    tf.get_logger().setLevel("ERROR")
+
+
+def parse_source(source: str) -> tuple[Path | None, str]:
+    """SOURCE -> (local SavedModel dir, its absolute path) or (None, TF-Hub handle or URL).
+
+    Needs neither TensorFlow nor network; anything else raises ConversionError (one line).
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ConversionError(
+                f"SOURCE {source}: not a SavedModel directory, saved_model.pb is missing "
+                "(expected an extracted module, e.g. the .tar.gz from tfhub.dev or Kaggle)"
+            )
+        return path, str(path.absolute())
+    handle = HUB_MODULES.get(source, source)
+    if handle.startswith(("http://", "https://", "gs://")):
+        return None, handle
+    if path.exists():
+        why = " (a file; extract a .tar.gz and pass the directory)"
+    elif os.sep in source or source.startswith((".", "~")):
+        why = " (no such directory)"
+    else:
+        why = ""
+    raise ConversionError(
+        f"SOURCE {source!r} is neither a SavedModel directory{why}, a short name "
+        f"({', '.join(HUB_MODULES)}) nor a TF-Hub handle or URL"
+    )
+
+
+def _download_failure(handle: str, e: Exception) -> str:
+    if isinstance(e, urllib.error.HTTPError):
+        why = f"TF-Hub answered HTTP {e.code} ({e.reason}), check the handle"
+    elif isinstance(e, (urllib.error.URLError, ConnectionError, TimeoutError, socket.gaierror)):
+        why = f"no network, or TF-Hub is unreachable ({getattr(e, 'reason', e)})"
+    else:
+        why = f"{type(e).__name__}: {e}"
+    return " ".join(f"could not download {handle}: {why}; {_LOCAL_HINT}".split())
+
 
 def resolve_source(source: str) -> tuple[Path, str]:
     """A local SavedModel directory, a short name or a TF-Hub handle/URL -> (local dir, source).
 
-    Handles are resolved (downloaded and cached) by `tensorflow_hub`, which needs network.
+    Handles are resolved (downloaded and cached) by `tensorflow_hub`, which needs network;
+    without it this fails in one line that names the handle and the local alternative.
     """
-    if Path(source).is_dir():
-        return Path(source), str(Path(source).absolute())
-    handle = HUB_MODULES.get(source, source)
-    if not handle.startswith(("http://", "https://", "gs://")):
-        raise ConversionError(
-            f"SOURCE {source!r} is neither a SavedModel directory, a short name "
-            f"({', '.join(HUB_MODULES)}) nor a TF-Hub handle or URL"
-        )
-    import tensorflow_hub as hub
-
+    local, name = parse_source(source)
+    if local is not None:
+        return local, name
+    hub = _import_hub()
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(previous or DOWNLOAD_TIMEOUT_S)  # urllib's default is none
     try:
-        return Path(hub.resolve(handle)), handle
+        return Path(hub.resolve(name)), name
     except Exception as e:  # noqa: BLE001 - tensorflow_hub raises many kinds; report one way
-        raise ConversionError(f"could not download {handle}: {type(e).__name__}: {e}") from e
+        raise ConversionError(_download_failure(name, e)) from e
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 # --------------------------------------------------------------------------- verification

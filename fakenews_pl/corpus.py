@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from fakenews_pl import artifact
+from fakenews_pl import artifact, temporaries
 from fakenews_pl.tokenizer import HubTokenizer
 
 FORMATS = ("notebook", "csv")
@@ -149,10 +149,9 @@ def tokenize_cached(
     lengths = np.diff(offsets, append=len(ids)).astype(np.int64)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as f:
+        # Atomic: concurrent ranks and runs write identical bytes; a reader never sees half.
+        with temporaries.atomic_file(cache_file) as f:
             np.savez(f, ids=ids, lengths=lengths)
-        os.replace(tmp, cache_file)  # atomic: concurrent ranks write identical bytes
     return ids, lengths
 
 

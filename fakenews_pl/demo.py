@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fakenews_pl import artifact
+from fakenews_pl import artifact, temporaries
 from fakenews_pl.tokenizer import HubTokenizer, TextRecipe
 
 SEED = 20220702
@@ -160,9 +160,8 @@ def write_dataset(train_csv: str | os.PathLike, test_csv: str | os.PathLike) -> 
     frame = to_notebook_format(make_headlines(TRAIN_ROWS + TEST_ROWS, SEED))
     for path, part in ((train_csv, frame[:TRAIN_ROWS]), (test_csv, frame[TRAIN_ROWS:])):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        part.to_csv(tmp, index=False)
-        os.replace(tmp, path)  # atomic: a reader never sees half a file
+        with temporaries.atomic_path(path) as tmp:  # a reader never sees half a file
+            part.to_csv(tmp, index=False)
 
 
 def build_embedding(seed: int = SEED + 1) -> tuple[torch.Tensor, list[str]]:

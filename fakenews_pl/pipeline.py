@@ -11,9 +11,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.loggers import Logger
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
-from fakenews_pl import artifact, demo, reports
+from fakenews_pl import artifact, demo, reports, temporaries
 from fakenews_pl.convert import HUB_MODULES
 from fakenews_pl.data import FakeNewsDataModule
 from fakenews_pl.model import FakeNewsClassifier, check_strategy
@@ -35,6 +35,18 @@ REPORT_ON = {
 def data_files(cfg: DictConfig) -> list[str]:
     """The data files `cfg.data` names: `files`, or `train_csv` and `test_csv`."""
     return list(cfg.files) if cfg.get("files") else [cfg.train_csv, cfg.test_csv]
+
+
+@rank_zero_only
+def clean_stale_temporaries(cfg: DictConfig) -> None:
+    """Remove what killed runs left half-written under the project's output and cache dirs
+    (their owners are gone; named in one line)."""
+    roots = {cfg.paths.log_dir, cfg.paths.cache_dir, cfg.paths.embeddings_dir, cfg.paths.demo_dir}
+    removed = []
+    for root in sorted(roots):
+        if Path(root).is_dir():
+            removed += temporaries.clean_tree(root, report=False)
+    temporaries.report_cleaned(removed)
 
 
 def prepare_demo(cfg: DictConfig) -> bool:

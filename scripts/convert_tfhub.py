@@ -5,7 +5,9 @@
 
 SOURCE is a local SavedModel directory, a TF-Hub handle or URL, or one of the short names
 gnews20, nnlm50, nnlm128, wiki250. OUT_DIR appears only once the conversion has been verified
-against TensorFlow; on any failure (or Ctrl-C) nothing is left behind.
+against TensorFlow; on any failure (or Ctrl-C) nothing is left behind. Without network, download
+the module elsewhere (the .tar.gz from tfhub.dev or Kaggle), extract it and pass the directory.
+Errors are one line on stderr, without TensorFlow's start-up logging.
 """
 
 from __future__ import annotations
@@ -14,11 +16,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from fakenews_pl.convert import DEFAULT_TOLERANCE, HUB_MODULES, ConversionError, convert
+from fakenews_pl.convert import (
+    DEFAULT_TOLERANCE,
+    HUB_MODULES,
+    ConversionError,
+    convert,
+    parse_source,
+    quiet_tensorflow,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line, convert, print one line; the exit status."""
+    """Run the command line; returns the exit status (errors are one line on stderr)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help=f"SavedModel dir, TF-Hub handle/URL, or {list(HUB_MODULES)}")
     parser.add_argument("out_dir", type=Path, help="artifact directory to create")
@@ -38,9 +47,17 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, UnicodeDecodeError) as e:
             parser.error(f"--probe-file {args.probe_file}: {e}")
     try:
+        # What can be checked without TensorFlow (seconds to import) is checked first.
+        parse_source(args.source)
+        if args.out_dir.exists() and not args.overwrite:
+            raise FileExistsError(f"{args.out_dir} already exists (pass --overwrite to replace it)")
+        quiet_tensorflow()
         meta = convert(args.source, args.out_dir, probes, args.tolerance, args.overwrite)
     except (ConversionError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except ImportError as e:
+        print(f"error: {e.name or e} is not installed: pip install -e '.[tf]'", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)

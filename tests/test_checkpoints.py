@@ -1,11 +1,32 @@
 """AtomicCheckpointIO: checkpoints appear whole or not at all, and links are replaced."""
 
+import logging
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from fakenews_pl import temporaries
 from fakenews_pl.checkpoints import AtomicCheckpointIO
+
+# Starts saving a checkpoint, says so from inside torch.save (the temporary file is open) and
+# waits there to be killed.
+SAVER = """
+import sys, time, torch
+from fakenews_pl.checkpoints import AtomicCheckpointIO
+
+class Blocks:
+    def __reduce__(self):
+        print("saving", flush=True)
+        time.sleep(120)
+        raise SystemExit(1)
+
+AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(1000), "b": Blocks()}, sys.argv[1])
+"""
 
 
 def test_save_then_load_round_trips(tmp_path: Path) -> None:
@@ -42,3 +63,46 @@ def test_saving_over_a_link_replaces_the_link_not_its_target(tmp_path: Path) -> 
     assert not last.is_symlink()
     assert io.load_checkpoint(best, weights_only=False)["epoch"] == 0
     assert io.load_checkpoint(last, weights_only=False)["epoch"] == 1
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask022", "umask077"])
+def test_checkpoint_files_get_the_users_permissions(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        AtomicCheckpointIO().save_checkpoint({"epoch": 0}, tmp_path / "last.ckpt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "last.ckpt").stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_killed_save_is_removed_before_the_next_runs_first_save(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    saver = subprocess.Popen(
+        [sys.executable, "-c", SAVER, str(tmp_path / "last.ckpt")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        if saver.stdout.readline() != b"saving\n":
+            pytest.fail(f"saver exited early: {saver.communicate(timeout=30)[1].decode()[-3000:]}")
+        [partial] = tmp_path.iterdir()
+        assert temporaries.parse(partial).pid == saver.pid
+        # A concurrent run saving into the same directory leaves a live save alone.
+        AtomicCheckpointIO().save_checkpoint({"epoch": 0}, tmp_path / "epoch_000.ckpt")
+        assert partial.exists()
+    finally:
+        saver.kill()  # SIGKILL: torch.save never returns, nothing cleans up
+        saver.communicate(timeout=30)
+    assert partial.exists()
+
+    io = AtomicCheckpointIO()
+    with caplog.at_level(logging.WARNING, logger="fakenews_pl.temporaries"):
+        io.save_checkpoint({"epoch": 1}, tmp_path / "last.ckpt")
+        io.save_checkpoint({"epoch": 2}, tmp_path / "last.ckpt")
+    lines = [r.getMessage() for r in caplog.records if r.name == "fakenews_pl.temporaries"]
+    assert len(lines) == 1 and lines[0].startswith(
+        f"removed 1 stale temporary left by killed runs: {partial} ("
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
+    assert io.load_checkpoint(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 2

@@ -1,5 +1,8 @@
 """The pieces train.py and evaluate.py wire: demo inputs, embedding lookup, config groups."""
 
+import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,25 @@ def test_tensorboard_is_opt_in(compose_train, tmp_path: Path) -> None:
 def test_report_on_must_be_last_or_best() -> None:
     with pytest.raises(ValueError, match="report_on must be one of"):
         pipeline.weights_for_report(None, None, "first")
+
+
+def test_a_killed_runs_temporaries_are_removed_at_the_next_start(
+    compose_train, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = compose_train(tmp_path)
+    target = Path(cfg.paths.log_dir) / "train" / "runs" / "old" / "checkpoints" / "last.ckpt"
+    target.parent.mkdir(parents=True)
+    code = (
+        "import os, sys\n"
+        "from fakenews_pl import temporaries\n"
+        "with temporaries.atomic_file(sys.argv[1]) as f:\n"
+        "    f.write(b'half a checkpoint'); f.flush(); os._exit(9)\n"  # dies mid-write
+    )
+    subprocess.run([sys.executable, "-c", code, str(target)], check=False)
+    (left,) = list(target.parent.iterdir())
+    assert left.name.startswith(".last.ckpt.tmp-")
+    with caplog.at_level(logging.WARNING):
+        pipeline.clean_stale_temporaries(cfg)
+    assert list(target.parent.iterdir()) == []
+    (line,) = [r.getMessage() for r in caplog.records if "stale" in r.getMessage()]
+    assert str(left) in line and line.startswith("removed 1 stale temporary")
