@@ -13,12 +13,13 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from pytorch_lightning import seed_everything  # noqa: E402
 
-from fakenews_pl import demo, pipeline  # noqa: E402
+from fakenews_pl import config, demo, errors, pipeline  # noqa: E402
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Load the checkpoint and its data, predict train and test, write the report."""
-    seed_everything(cfg.seed, workers=True)
+    config.check_eval_config(cfg)
+    seed_everything(cfg.seed, workers=True, verbose=False)
     model, datamodule = pipeline.load_checkpoint(cfg)
     inputs = [model.hparams.embedding_path, *datamodule.paths]
     synthetic = demo.uses_demo(cfg.paths.demo_dir, inputs)
@@ -27,6 +28,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval.yaml")
+@errors.reports_user_errors
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: evaluate a checkpoint, return its test accuracy."""
     metrics = evaluate(cfg)

@@ -15,7 +15,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from pytorch_lightning import seed_everything  # noqa: E402
 
-from fakenews_pl import pipeline  # noqa: E402
+from fakenews_pl import config, errors, pipeline  # noqa: E402
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
@@ -23,14 +23,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     Only rank 0 reports; other ranks return empty metrics.
     """
-    seed_everything(cfg.seed, workers=True)
+    config.check_train_config(cfg)
+    seed_everything(cfg.seed, workers=True, verbose=False)
     pipeline.clean_stale_temporaries(cfg)
     synthetic = pipeline.prepare_demo(cfg)
     embedding_path = pipeline.ensure_embedding(cfg.embedding)
     datamodule = pipeline.build_datamodule(cfg.data, embedding_path)
     model = pipeline.build_model(cfg.model, datamodule)
     trainer = pipeline.build_trainer(cfg, model)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    pipeline.fit(trainer, model, datamodule, pipeline.resolve_ckpt_path(cfg))
     objects = {"datamodule": datamodule, "model": model, "trainer": trainer}
     if not trainer.is_global_zero:
         return {}, objects
@@ -41,6 +42,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train.yaml")
+@errors.reports_user_errors
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: train, report, return the metric a sweep optimizes."""
     metrics, _ = train(cfg)

@@ -286,6 +286,7 @@ def ours_command(
     no checkpoints unless `checkpoints` (then the default checkpoint callbacks run)."""
     no_checkpoints = [
         "callbacks.model_checkpoint=null",
+        "callbacks.last_checkpoint=null",
         "trainer.enable_checkpointing=false",  # else Lightning adds its own ModelCheckpoint
     ]
     return [

@@ -3,35 +3,56 @@
     DIR/table.safetensors  "table": (vocab_size + oov_buckets, dim) float32
     DIR/vocab.txt          the module's vocabulary, one token per line (UTF-8, "\\n"-terminated)
     DIR/meta.json          source, sizes, hash, text recipe, combiner, sha256 of both files,
-                           and the parity figure measured against TensorFlow
+                           the parity figure measured against TensorFlow, and `meta_sha256`:
+                           the sha256 of meta.json's own canonical content (`meta_checksum`)
 
-`write_artifact` writes the format and `read` reads it back (verified). Nothing here imports
-TensorFlow.
+`write_artifact` writes the format and `read` reads it back (verified). Every file is covered:
+an edited meta.json (a `combiner` changed by hand) is refused like an altered table.
+`verified_meta` checks a whole directory once per process while its files stay unchanged, so the
+token cache (`fakenews_pl.corpus`) and `HubEmbedding.load` in one run hash a 1 GB table once.
+Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fakenews_pl import temporaries
+from fakenews_pl.errors import UserError
 from fakenews_pl.tokenizer import HubTokenizer, TextRecipe
 
-FORMAT = "fakenews_pl.hub_embedding/1"
+FORMAT = "fakenews_pl.hub_embedding/2"
+OLD_FORMATS = ("fakenews_pl.hub_embedding/1",)  # no checksum over meta.json: convert again
 TABLE_FILE = "table.safetensors"
 VOCAB_FILE = "vocab.txt"
 META_FILE = "meta.json"
 TABLE_KEY = "table"
+META_SHA256 = "meta_sha256"
+# Files changed this recently before they were hashed are hashed again next time: two writes
+# within one timestamp tick (FAT's is 2 s) could leave size, mtime and ctime all unchanged.
+SETTLED_NS = 2_000_000_000
+_VERIFIED: dict[tuple, dict[str, Any]] = {}  # `verified_meta`'s memo: stat key -> meta
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """A converted embedding directory is missing, incomplete or has been altered."""
+
+
+def reconvert_hint(directory: str | os.PathLike, meta: dict[str, Any]) -> str:
+    """The command that writes `directory` again, naming the source meta.json records."""
+    command = f"python scripts/convert_tfhub.py SOURCE {directory} --overwrite"
+    if meta.get("source"):
+        return f"convert it again: {command} (SOURCE: the module, recorded as {meta['source']!r})"
+    return f"convert it again: {command}"
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
@@ -52,9 +73,14 @@ def write_vocab(path: str | os.PathLike, vocab: list[str]) -> None:
         f.writelines(f"{token}\n" for token in vocab)
 
 
-def read_vocab(path: str | os.PathLike) -> list[str]:
-    """The tokens `write_vocab` wrote, or an `ArtifactError`."""
+def read_vocab(path: str | os.PathLike, sha256: str | None = None) -> list[str]:
+    """The tokens `write_vocab` wrote, or an `ArtifactError`.
+
+    With `sha256`, the bytes read are checked against it before they are used.
+    """
     data = Path(path).read_bytes()
+    if sha256 is not None and (actual := hashlib.sha256(data).hexdigest()) != sha256:
+        raise ArtifactError(_mismatch(path, actual, sha256))
     if data and not data.endswith(b"\n"):
         raise ArtifactError(f"{path}: the last vocabulary line is not newline-terminated")
     try:
@@ -63,8 +89,16 @@ def read_vocab(path: str | os.PathLike) -> list[str]:
         raise ArtifactError(f"{path}: not UTF-8 at byte {e.start}") from None
 
 
+def meta_checksum(meta: dict[str, Any]) -> str:
+    """sha256 of meta's canonical JSON (sorted keys, compact, UTF-8) without `meta_sha256`."""
+    content = {k: v for k, v in meta.items() if k != META_SHA256}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
-    """meta.json of an artifact directory, or an `ArtifactError` naming the fix."""
+    """meta.json of an artifact directory, checked against its own `meta_sha256`, or an
+    `ArtifactError` naming the fix. The table and vocabulary are checked by `verified_meta`."""
     path = Path(directory) / META_FILE
     if not path.is_file():
         raise ArtifactError(
@@ -75,8 +109,21 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, found {type(meta).__name__}")
+    if meta.get("format") in OLD_FORMATS:
+        raise ArtifactError(
+            f"{path}: format {meta['format']!r} is an older artifact format without a checksum "
+            f"over {META_FILE} (expected {FORMAT!r}); {reconvert_hint(directory, meta)}"
+        )
     if meta.get("format") != FORMAT:
         raise ArtifactError(f"{path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+    actual, recorded = meta_checksum(meta), meta.get(META_SHA256)
+    if actual != recorded:
+        raise ArtifactError(
+            f"{path}: its content hashes to {actual}, not the {META_SHA256} {recorded} recorded "
+            f"in it at conversion; it was edited since, {reconvert_hint(directory, meta)}"
+        )
     return meta
 
 
@@ -88,10 +135,49 @@ def verify_checksums(directory: str | os.PathLike, meta: dict[str, Any]) -> None
             raise ArtifactError(f"{path} is missing")
         actual = sha256_file(path)
         if actual != expected:
-            raise ArtifactError(
-                f"{path}: sha256 {actual} does not match {expected} recorded in {META_FILE}; "
-                "the file is truncated or altered, convert the module again"
-            )
+            raise ArtifactError(_mismatch(path, actual, expected))
+
+
+def _mismatch(path: str | os.PathLike, actual: str, expected: str) -> str:
+    return (
+        f"{path}: sha256 {actual} does not match {expected} recorded in {META_FILE}; "
+        "the file is truncated or altered, convert the module again"
+    )
+
+
+def verified_meta(directory: str | os.PathLike) -> dict[str, Any]:
+    """meta.json of `directory` once it and every file it lists are checked; else an
+    `ArtifactError`. Afterwards meta's `sha256` are the hashes of the files on disk.
+
+    Memoized per process: while no file of the directory changes (same device, inode, size,
+    mtime and ctime) it is not hashed again. Files changed within `SETTLED_NS` before hashing
+    are not memoized, since a second write in the same timestamp tick would go unnoticed.
+    """
+    path = Path(directory).absolute()
+    before = _stat_key(path)
+    if before is not None and before in _VERIFIED:
+        return copy.deepcopy(_VERIFIED[before])
+    started = time.time_ns()
+    meta = read_meta(path)
+    verify_checksums(path, meta)
+    after = _stat_key(path)
+    if after is not None and after == before:
+        newest = max(t for *_, mtime, ctime in after[1:] for t in (mtime, ctime))
+        if newest < started - SETTLED_NS:
+            _VERIFIED[after] = copy.deepcopy(meta)
+    return meta
+
+
+def _stat_key(path: Path) -> tuple | None:
+    """(path, then per file: device, inode, size, mtime_ns, ctime_ns), or None if one is gone."""
+    try:
+        stats = [os.stat(path / name) for name in (META_FILE, TABLE_FILE, VOCAB_FILE)]
+    except OSError:
+        return None
+    return (
+        str(path),
+        *((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns) for s in stats),
+    )
 
 
 @dataclass
@@ -104,26 +190,29 @@ class Artifact:
 
 
 def read(directory: str | os.PathLike, verify: bool = True) -> Artifact:
-    """Read an artifact directory; `verify` checks every file against meta.json's sha256."""
+    """Read an artifact directory; `verify` checks every file against meta.json's sha256
+    (`verified_meta`, memoized) before any is used. meta.json is checked either way."""
     from safetensors.torch import load_file
 
     path = Path(directory)
-    meta = read_meta(path)
-    if verify:
-        verify_checksums(path, meta)
+    meta = verified_meta(path) if verify else read_meta(path)
     tensors = load_file(path / TABLE_FILE)
     if TABLE_KEY not in tensors:
         raise ArtifactError(f"{path / TABLE_FILE} has no tensor {TABLE_KEY!r}")
-    return Artifact(tensors[TABLE_KEY], read_tokenizer(path, meta), {**meta, "path": str(path)})
+    tokenizer = read_tokenizer(path, meta, verify=verify)
+    return Artifact(tensors[TABLE_KEY], tokenizer, {**meta, "path": str(path)})
 
 
 def read_tokenizer(
-    directory: str | os.PathLike, meta: dict[str, Any] | None = None
+    directory: str | os.PathLike, meta: dict[str, Any] | None = None, verify: bool = True
 ) -> HubTokenizer:
-    """The tokenizer of an artifact (vocabulary, OOV buckets, text recipe), without its table."""
+    """The tokenizer of an artifact (vocabulary, OOV buckets, text recipe), without its table.
+
+    `verify`: the vocabulary bytes it is built from are checked against meta.json's sha256.
+    """
     path = Path(directory)
     meta = meta or read_meta(path)
-    vocab = read_vocab(path / VOCAB_FILE)
+    vocab = read_vocab(path / VOCAB_FILE, meta["sha256"][VOCAB_FILE] if verify else None)
     if len(vocab) != meta["vocab_size"]:
         raise ArtifactError(
             f"{path / VOCAB_FILE} has {len(vocab)} tokens, meta.json says {meta['vocab_size']}"
@@ -163,18 +252,24 @@ def write_artifact(
 
 
 def write_meta(directory: str | os.PathLike, meta: dict[str, Any]) -> None:
-    """Write meta.json with the sha256 of the table and vocabulary."""
-    meta = {"format": FORMAT, **meta}
+    """Write meta.json with the sha256 of the table and vocabulary, and its own checksum."""
+    meta = dict(meta)
     meta["sha256"] = {
         name: sha256_file(Path(directory) / name) for name in (TABLE_FILE, VOCAB_FILE)
     }
-    (Path(directory) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    _write_meta_file(directory, meta)
 
 
 def update_meta(directory: str | os.PathLike, extra: dict[str, Any]) -> None:
-    """Add keys to meta.json, keeping the recorded checksums."""
-    meta = read_meta(directory) | extra
-    (Path(directory) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    """Add keys to meta.json, keeping the recorded file checksums; its own is renewed."""
+    _write_meta_file(directory, read_meta(directory) | extra)
+
+
+def _write_meta_file(directory: str | os.PathLike, meta: dict[str, Any]) -> None:
+    meta = {"format": FORMAT, **{k: v for k, v in meta.items() if k not in ("format", "path")}}
+    meta[META_SHA256] = meta_checksum(meta)
+    text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
+    (Path(directory) / META_FILE).write_text(text, encoding="utf-8")
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ A batch is a dict of tensors (Lightning moves dicts to the device as they are):
 An epoch batch (fused training, `fakenews_pl.fused`) is either kind over all of an epoch's
 shuffled rows plus `"minibatch": int` (the notebook's 32): `minibatches` cuts it into the
 consecutive minibatches a shuffled DataLoader with that batch size would have yielded (the
-same sampler classes draw the order, so the same rows for a seed).
+same `EpochShuffle` draws the order from the run's seed and the epoch, so the same rows).
 """
 
 from __future__ import annotations
@@ -122,11 +122,39 @@ class PooledRows(Dataset):
         return self.__getitems__([position])
 
 
+def epoch_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from `parts` (run seed, epoch, chunk) by NumPy's SeedSequence."""
+    return int(
+        np.random.SeedSequence([p % 2**64 for p in parts]).generate_state(1, np.uint64)[0] >> 1
+    )
+
+
+class EpochShuffle(RandomSampler):
+    """A random order that depends only on the run's seed and the epoch (Lightning calls
+    `set_epoch` before each epoch): a resumed run shuffles its epochs exactly as the run it
+    continues, whatever else drew random numbers before. Under DDP Lightning replaces it, as any
+    RandomSampler, by a DistributedSampler (seeded by the run's seed, set_epoch'd too)."""
+
+    def __init__(self, data_source: Dataset, seed: int | None = None) -> None:
+        super().__init__(data_source)
+        self.seed = torch.initial_seed() if seed is None else seed  # seed_everything's seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle for `epoch` (0-based, as Lightning counts) from the next `iter` on."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
 class _WholeEpoch(Sampler):
     """One batch per epoch: every minibatch of `batches`, concatenated in order."""
 
     def __init__(self, batches: BatchSampler) -> None:
         self.batches = batches
+        self.sampler = batches.sampler  # where Lightning looks for set_epoch
 
     def __len__(self) -> int:
         return 1
@@ -155,7 +183,7 @@ def loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=EpochShuffle(dataset) if shuffle else None,
         collate_fn=_as_is,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
@@ -164,6 +192,6 @@ def loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 
 
 def epoch_loader(dataset: Dataset, minibatch: int) -> DataLoader:
     """One epoch batch per epoch: the shuffled minibatches of `loader(..., shuffle=True)`."""
-    # The same sampler classes as shuffle=True, so the same random order for a seed.
-    epoch = _WholeEpoch(BatchSampler(RandomSampler(dataset), minibatch, drop_last=False))
+    # The same sampler as loader(shuffle=True): the same order for a seed and an epoch.
+    epoch = _WholeEpoch(BatchSampler(EpochShuffle(dataset), minibatch, drop_last=False))
     return DataLoader(dataset, batch_sampler=epoch, collate_fn=_TagMinibatch(minibatch))

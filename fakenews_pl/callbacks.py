@@ -1,4 +1,5 @@
-"""Callbacks listed in `conf/callbacks/`: pieces of a run that sit between model and data.
+"""Callbacks listed in `conf/callbacks/`: pieces of a run that sit between model, data and the
+trainer (`PooledFeatures`, `EpochProgressBar`).
 
 `PooledFeatures`: with a frozen embedding, dropout comes after the first dense layer, so each
 text's pooled vector never changes during training. The callback pools every row of the
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import RichProgressBar
 from torch import nn
 
 from fakenews_pl.batches import gather_bags
@@ -43,3 +45,15 @@ class PooledFeatures(pl.Callback):
         embedding = pl_module.embedding
         frozen = not any(p.requires_grad for p in embedding.parameters())
         datamodule.use_pooled(pool_corpus(datamodule.corpus, embedding) if frozen else None)
+
+
+class EpochProgressBar(RichProgressBar):
+    """Rich's progress bar, numbering epochs from 1 (as Keras does, and as every file a run
+    writes: metrics.json, metrics.csv, curves.png, epoch_NNN.ckpt)."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Show `Epoch n/max_epochs` with n counted from 1."""
+        super().on_train_epoch_start(trainer, pl_module)
+        if self.progress is not None and self.train_progress_bar_id is not None:
+            text = f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+            self.progress.update(self.train_progress_bar_id, description=text)

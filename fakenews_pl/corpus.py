@@ -13,10 +13,14 @@ fixes the order.
 
 from __future__ import annotations
 
+import codecs
 import functools
+import gzip
 import hashlib
 import json
 import os
+import zlib
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +31,16 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from fakenews_pl import artifact, temporaries
+from fakenews_pl.errors import UserError
 from fakenews_pl.tokenizer import HubTokenizer
 
 FORMATS = ("notebook", "csv")
-_CACHE_VERSION = 1
+# 2: keyed by a verified artifact. A version-1 entry may hold the ids of an altered vocabulary
+# under the genuine artifact's key, so none is reused.
+_CACHE_VERSION = 2
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file that cannot be used; the message names the file, row or column, and why."""
 
 
@@ -56,10 +63,7 @@ def read_labelled_csv(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
-    try:
-        header = list(pd.read_csv(path, nrows=0).columns)
-    except (ValueError, UnicodeDecodeError, OSError) as e:
-        raise DataError(f"{path}: not a readable CSV file ({e})") from None
+    header = read_header(path)
     for column, role in ((text_column, "text_column"), (label_column, "label_column")):
         if column not in header:
             hint = (
@@ -73,13 +77,15 @@ def read_labelled_csv(
                 f"the file has columns {header}{hint}"
             )
     # Only empty cells are missing: a headline reading "NA" or "null" is text.
-    frame = pd.read_csv(
+    frame = _read_csv(
         path,
         usecols=[text_column, label_column],
         dtype=str,
         keep_default_na=False,
         na_values=[""],
     )
+    if frame.empty:
+        raise DataError(f"{path} has no data rows; expected at least one labelled row")
     for column in (text_column, label_column):
         _require_values(path, frame[column], column)
     texts = frame[text_column]
@@ -87,6 +93,70 @@ def read_labelled_csv(
         _require_lists(path, texts, text_column)
         texts = notebook_text(texts)
     return texts.to_numpy(dtype=object), frame[label_column].to_numpy(dtype=str)
+
+
+def read_header(path: Path) -> list[str]:
+    """The column names of a CSV file as pandas names them, or a `DataError` for an empty
+    file or a name that appears twice (pandas would silently rename the second `name.1`)."""
+    # The header row as data: the names as written, before pandas makes them unique.
+    raw = _read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
+    positions = defaultdict(list)
+    for i, name in enumerate(raw.tolist()):
+        positions[name].append(str(i + 1))
+    duplicated = [
+        f"{name!r} at columns {', '.join(at)}" for name, at in positions.items() if len(at) > 1
+    ]
+    if duplicated:
+        raise DataError(
+            f"{path}: duplicate column names in the header: {'; '.join(duplicated)} "
+            "(counting from 1); expected each column name once"
+        )
+    return [name if name else f"Unnamed: {i}" for i, name in enumerate(raw.tolist())]
+
+
+def _read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """`pd.read_csv` with every way a file can be unreadable turned into one `DataError` line."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except UnicodeDecodeError as e:
+        raise DataError(_not_utf8(path, e)) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(
+            f"{path}: truncated or corrupt gzip file ({e}); expected a complete gzip-compressed "
+            "CSV (compress or download it again)"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(
+            f"{path} has no header and no data rows; expected at least one labelled row"
+        ) from None
+    except (ValueError, OSError) as e:  # pandas' ParserError (a ValueError) names the line
+        message = " ".join(str(e).split())
+        raise DataError(f"{path}: not a readable CSV file ({message})") from None
+
+
+def _not_utf8(path: Path, error: UnicodeDecodeError, chunk: int = 1 << 20) -> str:
+    """Where the first byte that is not UTF-8 is: scanned again only now, on failure."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, newlines = 0, 0  # bytes read and newlines among them
+    with opener(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as e:
+                # e.object is the decoder's held-back bytes (never a newline) + this block.
+                start = offset - (len(e.object) - len(block)) + e.start
+                line = newlines + e.object.count(b"\n", 0, e.start) + 1
+                where = " of the decompressed data" if opener is gzip.open else ""
+                return (
+                    f"{path}: line {line} (byte offset {start}{where}): byte "
+                    f"0x{e.object[e.start]:02x} is not UTF-8; expected a UTF-8 CSV "
+                    "(re-save the file as UTF-8)"
+                )
+            if not block:
+                return f"{path}: not UTF-8 ({error}); expected a UTF-8 CSV (re-save it as UTF-8)"
+            offset, newlines = offset + len(block), newlines + block.count(b"\n")
 
 
 def _require_values(path: Path, values: pd.Series, column: str) -> None:
@@ -123,7 +193,10 @@ def encode_labels(
 
 
 def token_cache_key(path: str | os.PathLike, text_spec: dict[str, Any], meta: dict) -> str:
-    """Hash of the file's bytes, how its text is built, and the embedding's vocabulary."""
+    """Hash of the file's bytes, how its text is built, and the embedding's vocabulary.
+
+    `meta` is `artifact.verified_meta`'s: its `sha256` are those of the files on disk.
+    """
     parts = {
         "version": _CACHE_VERSION,
         "file_sha256": artifact.sha256_file(path),
@@ -192,7 +265,9 @@ def load(
         names = class_names(
             paths[:labels_from], [lab for _, lab in read[:labels_from]], label_column
         )
-    meta = artifact.read_meta(embedding_path)
+    # Verified before anything is cached: the key names verified contents, and the tokenizer
+    # checks the vocabulary bytes it is built from against the same hash.
+    meta = artifact.verified_meta(embedding_path)
     tokenizer = functools.cache(lambda: artifact.read_tokenizer(embedding_path, meta))
     text_spec = {"format": fmt, "text_column": text_column}
     parts = []
@@ -242,6 +317,14 @@ def split(
         return {"train": train, "val": test, "test": test}
     train, val = _stratified(train, labels, val_fraction, seed)
     return {"train": train, "val": val, "test": test}
+
+
+def rows_sha256(corpus: Corpus, rows: np.ndarray) -> str:
+    """sha256 over the texts and labels of `rows`, in order: what a split holds, as a check."""
+    digest = hashlib.sha256()
+    for text, label in zip(corpus.texts[rows].tolist(), corpus.labels[rows].tolist(), strict=True):
+        digest.update(f"{label}\x00{text}\x00".encode())
+    return digest.hexdigest()
 
 
 def _stratified(

@@ -14,6 +14,7 @@ those instead of token ids.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from fakenews_pl import batches, corpus, fused
+from fakenews_pl.errors import ConfigError
 
 VAL_SOURCES = ("split", "test")
 SPLITS = ("train", "val", "test")
@@ -36,17 +38,17 @@ def check_options(
 ) -> None:
     """Refuse option combinations the data module cannot use, naming the `data.*` keys."""
     if format not in corpus.FORMATS:
-        raise ValueError(f"data.format must be one of {corpus.FORMATS}, got {format!r}")
+        raise ConfigError(f"data.format must be one of {corpus.FORMATS}, got {format!r}")
     if val_source not in VAL_SOURCES:
-        raise ValueError(f"data.val_source must be one of {VAL_SOURCES}, got {val_source!r}")
+        raise ConfigError(f"data.val_source must be one of {VAL_SOURCES}, got {val_source!r}")
     pair = train_csv is not None or test_csv is not None
     if bool(files) == pair or (pair and not (train_csv and test_csv)):
-        raise ValueError(
+        raise ConfigError(
             "give either data.files (split into train/test) or both data.train_csv and "
             f"data.test_csv; got files={files}, train_csv={train_csv}, test_csv={test_csv}"
         )
     if label_names is not None and len(label_names) != 2:
-        raise ValueError(f"data.label_names must name two classes, got {list(label_names)}")
+        raise ConfigError(f"data.label_names must name two classes, got {list(label_names)}")
 
 
 class FakeNewsDataModule(LightningDataModule):
@@ -118,6 +120,19 @@ class FakeNewsDataModule(LightningDataModule):
             hp.val_source == "test", hp.split_seed,
         )  # fmt: skip
         self._labels = torch.from_numpy(self.corpus.labels.astype(np.float32))
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the run trained and held out: per split, its row count and the sha256 of its
+        texts and labels in order (`corpus.rows_sha256`)."""
+        self.setup()
+        return {
+            split: {"rows": len(rows), "sha256": corpus.rows_sha256(self.corpus, rows)}
+            for split, rows in self.rows.items()
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: the data's `fingerprint` (evaluate.py checks it)."""
+        return {"fingerprint": self.fingerprint()} if self.corpus is not None else {}
 
     def use_pooled(self, pooled: torch.Tensor | None) -> None:
         """Serve (N, D) pooled vectors of every corpus row instead of token ids (None: stop)."""

@@ -16,6 +16,7 @@ The demo inputs live in one directory, `paths.demo_dir`; `prepare` writes those 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Sequence
@@ -187,10 +188,16 @@ def build_embedding(seed: int = SEED + 1) -> tuple[torch.Tensor, list[str]]:
 
 
 def write_embedding(out_dir: str | os.PathLike) -> Path:
-    """Write the demo embedding artifact to `out_dir` unless one is there already."""
+    """Write the demo embedding artifact to `out_dir` unless a valid one is there already.
+
+    It is generated content: a copy in an older format, or altered, is written again.
+    """
     out = Path(out_dir)
-    if (out / artifact.META_FILE).is_file():
-        return out
+    exists = (out / artifact.META_FILE).is_file()
+    if exists:
+        with contextlib.suppress(artifact.ArtifactError):
+            artifact.verified_meta(out)
+            return out
     table, vocab = build_embedding()
     meta = {
         "source": "fakenews_pl.demo (synthetic; SVD of a synthetic headline corpus)",
@@ -199,12 +206,13 @@ def write_embedding(out_dir: str | os.PathLike) -> Path:
         "combiner": "sqrtn",
     }
     try:
-        with artifact.atomic_directory(out) as tmp:
+        with artifact.atomic_directory(out, overwrite=exists) as tmp:
             artifact.write_artifact(tmp, table, vocab, meta)
     except (FileExistsError, OSError):
         # Another process (a DDP rank) finished first; its directory is identical.
         if not (out / artifact.META_FILE).is_file():
             raise
+        artifact.verified_meta(out)
     return out
 
 

@@ -56,7 +56,9 @@ class HubEmbedding(nn.Module):
     ) -> HubEmbedding:
         """Load a directory written by `scripts/convert_tfhub.py`.
 
-        `verify` checks the sha256 of the table and vocabulary against meta.json.
+        `verify` checks the sha256 of the table and vocabulary against meta.json (once per
+        process while the files are unchanged: `artifact.verified_meta`); meta.json's own
+        checksum is checked either way.
         """
         loaded = artifact.read(path, verify=verify)
         return cls(

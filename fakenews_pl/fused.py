@@ -10,6 +10,15 @@ identical to one Lightning step per minibatch: tested), the table's gradient by 
 it trains. Per-step hooks (`on_before_backward`, `on_after_backward`,
 `on_before_optimizer_step`) do not run; `data.fuse_train_batches=false` runs them all.
 
+Threads: `model.step_threads` (default 1) intra-op threads run each minibatch's small ops (the
+head's forward, backward and Adam; a minibatch's bag pooling), in both training paths
+(`intra_op_threads`); the count found on entry comes back around a trainable table's gradient
+and update, which are large, and after the epoch or step. MKL splits even a 32-row matrix
+product across its threads; on a shared machine, where one of them waits for a core, each such
+product took 10x longer (0.3-0.8 ms instead of 25-55 us beside a busy process on 2 cores), and
+some default demo runs 64-99 s instead of ~6 s. The count does not change these ops' results:
+the weights are identical either way (tested).
+
 This is the only module that touches Lightning's private names: each `LightningOptimizer`'s
 `_on_before_step` / `_on_after_step`, which Lightning's manual-optimization loop points at its
 optimizer-step counter. Calling them around each update keeps `trainer.global_step` counting
@@ -19,6 +28,8 @@ way out, if an upgrade removes them (tests/test_fused.py fails loudly too).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
@@ -59,6 +70,24 @@ def check_lightning(wrappers: list[LightningOptimizer]) -> None:
         )
 
 
+@contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[int]:
+    """Run the block on `threads` intra-op threads (`torch.set_num_threads`; None: leave the
+    count as it is) and restore the count after; yields the count found on entry.
+
+    `torch.get_num_threads()` is this thread's OpenMP team size (`OMP_NUM_THREADS`, else the
+    cores); a set or get costs ~0.1 us, so switching around each minibatch's large ops is free.
+    """
+    previous = torch.get_num_threads()
+    if threads is not None and threads != previous:
+        torch.set_num_threads(threads)
+    try:
+        yield previous
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
 def train_epoch(model: FakeNewsClassifier, batch: dict[str, Any]) -> None:
     """Step `model` through every minibatch of an epoch batch and record its train metrics."""
     labels, size = batch["labels"], batch[MINIBATCH]
@@ -71,26 +100,28 @@ def train_epoch(model: FakeNewsClassifier, batch: dict[str, Any]) -> None:
     # (The table's gradient is a new tensor every step: no AdamStep for it.)
     step_tables = [o.update if isinstance(o, RowSparseAdam) else o.step for o in table_optimizers]
     logits = []
-    for part in minibatches(batch, size):
-        x = part.get("pooled")
-        if x is None:
-            with torch.set_grad_enabled(trainable):
-                x = model.embedding(part["ids"], part["offsets"])  # (T,), (B,) -> (B, D)
-        part_logits, grad = head_step(x, part["labels"], trainable)
-        for wrapper in wrappers:
-            wrapper._on_before_step()
-        if trainable:
-            for optimizer in table_optimizers:
-                optimizer.zero_grad()
-            x.backward(grad)
-            for step_table in step_tables:
-                step_table()
-        if step_head is None:  # the first step creates Adam's state; then its kernel alone
-            head_optimizer.step()
-            step_head = stepper(head_optimizer)
-        else:
-            step_head()
-        for wrapper in wrappers:
-            wrapper._on_after_step()
-        logits.append(part_logits)
+    with intra_op_threads(model.hparams.get("step_threads")) as previous:
+        for part in minibatches(batch, size):
+            x = part.get("pooled")
+            if x is None:
+                with torch.set_grad_enabled(trainable):
+                    x = model.embedding(part["ids"], part["offsets"])  # (T,), (B,) -> (B, D)
+            part_logits, grad = head_step(x, part["labels"], trainable)
+            for wrapper in wrappers:
+                wrapper._on_before_step()
+            if trainable:  # the table's gradient and update: large, on the previous count
+                with intra_op_threads(previous):
+                    for optimizer in table_optimizers:
+                        optimizer.zero_grad()
+                    x.backward(grad)
+                    for step_table in step_tables:
+                        step_table()
+            if step_head is None:  # the first step creates Adam's state; then its kernel alone
+                head_optimizer.step()
+                step_head = stepper(head_optimizer)
+            else:
+                step_head()
+            for wrapper in wrappers:
+                wrapper._on_after_step()
+            logits.append(part_logits)
     model.record("train", torch.cat(logits), labels, minibatch=size)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fakenews_pl.batches import epoch_seed
+
 
 class DropoutMasks:
     """Inverted-dropout masks (1/(1-p) where kept, with probability 1-p, else 0) for the
@@ -45,10 +47,13 @@ class DropoutMasks:
             raise ValueError(f"dropout rates must be in [0, 1), got {list(rates)}")
         return rates
 
-    def reset(self) -> None:
-        """Start from a fresh chunk (each training epoch does)."""
+    def reset(self, seed: int | None = None) -> None:
+        """Start from a fresh chunk (each training epoch does). With `seed`, the k-th chunk's
+        masks depend on (seed, k) alone (the model passes one per epoch, so a resumed run
+        draws the masks of the run it continues); without, on torch's global generator."""
         self._chunk: list[Tensor | None] = []
         self._next = self._rows = 0
+        self._seed, self._chunks = seed, 0
 
     def take(self, rows: int, like: Tensor) -> list[Tensor | None]:
         """One (rows, width) mask per layer (None where the rate is 0), on `like`'s device."""
@@ -58,7 +63,11 @@ class DropoutMasks:
         return [None if m is None else m[start : self._next] for m in self._chunk]
 
     def _draw(self, rows: int, like: Tensor) -> None:
-        seed = int(torch.randint(2**62, (1,)))
+        if self._seed is None:
+            seed = int(torch.randint(2**62, (1,)))
+        else:
+            seed = epoch_seed(self._seed, self._chunks)
+        self._chunks += 1
         rng = np.random.default_rng(seed)
         self._chunk = []
         for width, p in zip(self.widths, self.rates, strict=True):

@@ -29,7 +29,9 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
 from fakenews_pl import batches, fused
+from fakenews_pl.batches import epoch_seed
 from fakenews_pl.embedding import HubEmbedding
+from fakenews_pl.errors import ConfigError, UserError
 from fakenews_pl.head import DenseHead
 from fakenews_pl.optim import RowSparseAdam
 
@@ -45,7 +47,7 @@ def check_strategy(sparse_trainable: bool, strategy: Strategy) -> None:
         return
     fix = "use trainer=ddp_cpu (gloo) or model.sparse_embedding=false (dense gradients)"
     if type(strategy) is not DDPStrategy:
-        raise ValueError(
+        raise ConfigError(
             f"model.sparse_embedding=true with trainable=true needs DDP with the gloo backend; "
             f"trainer.strategy is {type(strategy).__name__}, which cannot reduce sparse "
             f"gradients: {fix}"
@@ -54,7 +56,7 @@ def check_strategy(sparse_trainable: bool, strategy: Strategy) -> None:
     if backend is None:  # Lightning's default for the device
         backend = "nccl" if strategy.root_device.type == "cuda" else "gloo"
     if backend != "gloo":
-        raise ValueError(
+        raise ConfigError(
             f"model.sparse_embedding=true with trainable=true needs the gloo backend; "
             f"DDP process_group_backend is {backend!r}, which has no sparse all-reduce: {fix}"
         )
@@ -75,8 +77,14 @@ class FakeNewsClassifier(LightningModule):
         lr: float = 1e-4,
         adam_eps: float = 1e-7,
         class_names: Sequence[str] = ("Fake", "True"),
+        step_threads: int | None = 1,
     ) -> None:
         super().__init__()
+        if step_threads is not None and not (type(step_threads) is int and step_threads >= 1):
+            raise ConfigError(
+                f"model.step_threads={step_threads}: expected a thread count >= 1, or null "
+                f"(torch's count)"
+            )
         self.save_hyperparameters()
         self.embedding = HubEmbedding.load(
             embedding_path, trainable=trainable, sparse=sparse_embedding
@@ -87,7 +95,7 @@ class FakeNewsClassifier(LightningModule):
                 f"dim {self.embedding.dim}; using {self.embedding.dim}"
             )
         if embedding_rows is not None and embedding_rows != self.embedding.num_rows:
-            raise ValueError(
+            raise UserError(
                 f"{embedding_path} has {self.embedding.num_rows} rows; this model was built "
                 f"for {embedding_rows}: it is not the embedding the checkpoint was trained with"
             )
@@ -145,16 +153,23 @@ class FakeNewsClassifier(LightningModule):
         with the same minibatches, order and updates."""
         if batches.is_epoch(batch):
             return fused.train_epoch(self, batch)
-        logits = self(batch)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), batch["labels"])
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        for optimizer in optimizers:
-            optimizer.zero_grad()
-        self.manual_backward(loss)
-        for optimizer in optimizers:
-            optimizer.step()
-        self.record("train", logits, batch["labels"])
+        # Small ops on hparams.step_threads; a trainable table's gradient (autograd computes it
+        # with the head's) and update on the count found on entry (see fused.intra_op_threads).
+        with fused.intra_op_threads(self.hparams.get("step_threads")) as previous:
+            table_threads = previous if len(optimizers) > 1 else None
+            logits = self(batch)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), batch["labels"])
+            for optimizer in optimizers:
+                optimizer.zero_grad()
+            with fused.intra_op_threads(table_threads):
+                self.manual_backward(loss)
+            optimizers[0].step()  # the head's
+            with fused.intra_op_threads(table_threads):
+                for optimizer in optimizers[1:]:
+                    optimizer.step()
+            self.record("train", logits, batch["labels"])
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -179,18 +194,24 @@ class FakeNewsClassifier(LightningModule):
         values = self._compute("val")
         self.log_dict(values, prog_bar=True)
         if not self.trainer.sanity_checking:
-            self._val_row = {"epoch": self.current_epoch, **values}
+            self.log("epoch", float(self.current_epoch + 1))  # metrics.csv counts from 1 too
+            self._val_row = {"epoch": self.current_epoch + 1, **values}
 
     def on_train_epoch_start(self) -> None:
         """Start the dropout-mask stream from a fresh chunk."""
-        self.head.masks.reset()  # an epoch's dropout masks depend on the seed state alone
+        # An epoch's dropout masks depend on the run's seed and the epoch alone.
+        self.head.masks.reset(seed=epoch_seed(torch.initial_seed(), self.current_epoch))
 
     def on_train_epoch_end(self) -> None:
-        """Log the epoch's train metrics and append the epoch to the history."""
+        """Log the epoch's train metrics and append the epoch to the history. Epochs are
+        numbered from 1 in everything a user reads: the logged `epoch` (metrics.csv, and the
+        `epoch_NNN.ckpt` names) and the history (metrics.json, curves.png)."""
         values = self._compute("train")
         self.log_dict(values, prog_bar=True)
-        row = {"epoch": self.current_epoch, **values}
-        if self._val_row.get("epoch") == self.current_epoch:
+        epoch = self.current_epoch + 1
+        self.log("epoch", float(epoch))
+        row = {"epoch": epoch, **values}
+        if self._val_row.get("epoch") == epoch:
             row.update(self._val_row)
         self.history.append(row)
 
@@ -242,7 +263,7 @@ class FakeNewsClassifier(LightningModule):
             return
         expected, actual = checkpoint.get("embedding_sha256"), self.embedding.meta.get("sha256")
         if expected != actual:
-            raise ValueError(
+            raise UserError(
                 f"{self.hparams.embedding_path} is not the embedding this checkpoint was trained "
                 f"with: sha256 {actual} != {expected}"
             )

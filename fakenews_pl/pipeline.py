@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import pickle
+import secrets
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.loggers import Logger
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from fakenews_pl import artifact, demo, reports, temporaries
 from fakenews_pl.convert import HUB_MODULES
 from fakenews_pl.data import FakeNewsDataModule
+from fakenews_pl.errors import ConfigError, MissingInputError, UserError
 from fakenews_pl.model import FakeNewsClassifier, check_strategy
 
 # Batches are slices of in-memory arrays: worker processes would only add pickling.
@@ -23,6 +30,29 @@ warnings.filterwarnings("ignore", ".*does not have many workers.*")
 # The model logs epoch values from torchmetrics' compute(), which has already reduced them
 # across ranks; Lightning's reminder to pass sync_dist=True does not apply.
 warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
+# Lightning's own use of torch.utils._pytree, deprecated there; nothing a user can act on.
+warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*")
+
+
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's tip to install a cloud logging service (printed by every run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but the tip."""
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoAdverts())
+
+
+def run_suffix() -> str:
+    """`${run_suffix:}` in run-dir names: this process's id and a random tag."""
+    return f"{os.getpid()}-{secrets.token_hex(2)}"
+
+
+# Run dirs are resolved by Hydra before the job starts: the resolver must exist by then.
+if not OmegaConf.has_resolver("run_suffix"):
+    OmegaConf.register_new_resolver("run_suffix", run_suffix, use_cache=True)
 
 # What `report_on` reports, as report.md words it.
 REPORT_ON = {
@@ -61,7 +91,7 @@ def ensure_embedding(cfg: DictConfig) -> str:
     if (path / artifact.META_FILE).is_file():
         return str(path)
     source = cfg.name if cfg.name in HUB_MODULES else "SOURCE"
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"no converted embedding at embedding.path={path} (embedding={cfg.name}); convert one "
         f"first with:\n    python scripts/convert_tfhub.py {source} {path}"
     )
@@ -96,6 +126,53 @@ def build_trainer(cfg: DictConfig, model: FakeNewsClassifier) -> Trainer:
     return trainer
 
 
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """`ckpt_path`: a checkpoint file; `last`, the newest `checkpoints/last.ckpt` of an earlier
+    run of this task (`paths.log_dir/<task>/runs/*`); or None."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt != "last":
+        return ckpt
+    runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
+    here = Path(cfg.paths.output_dir).resolve()
+    found = [p for p in runs.glob("*/checkpoints/last.ckpt") if p.parents[1].resolve() != here]
+    if not found:
+        raise MissingInputError(
+            f"ckpt_path=last: no earlier run under {runs} has checkpoints/last.ckpt; "
+            "give the checkpoint's path instead"
+        )
+    newest = str(max(found, key=lambda p: p.stat().st_mtime))
+    rank_zero_info(f"ckpt_path=last: resuming {newest}")
+    return newest
+
+
+@contextlib.contextmanager
+def refusing_unsafe_checkpoints(path: str | None) -> Iterator[None]:
+    """Turn `torch.load(weights_only=True)`'s refusal of a checkpoint that holds code or
+    arbitrary objects into one clear line naming the file."""
+    try:
+        yield
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()[0][:200]
+        raise UserError(
+            f"{path}: refused to load: a checkpoint holds tensors and plain data only, this one "
+            f"holds other objects that would run code on load ({reason})"
+        ) from e
+
+
+def fit(
+    trainer: Trainer, model: FakeNewsClassifier, datamodule: Any, ckpt_path: str | None
+) -> None:
+    """`trainer.fit`, resuming from `ckpt_path` (loaded with `weights_only=True`)."""
+    with refusing_unsafe_checkpoints(ckpt_path):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+
+
+def load_model(path: str, **kwargs: Any) -> FakeNewsClassifier:
+    """A model checkpoint loaded with `weights_only=True` (no code runs on load)."""
+    with refusing_unsafe_checkpoints(path):
+        return FakeNewsClassifier.load_from_checkpoint(path, weights_only=True, **kwargs)
+
+
 def weights_for_report(
     trainer: Trainer, model: FakeNewsClassifier, report_on: str
 ) -> FakeNewsClassifier:
@@ -103,13 +180,13 @@ def weights_for_report(
     `best`: the checkpoint with the lowest `val/loss`.
     """
     if report_on not in REPORT_ON:
-        raise ValueError(f"report_on must be one of {list(REPORT_ON)}, got {report_on!r}")
+        raise ConfigError(f"report_on must be one of {list(REPORT_ON)}, got {report_on!r}")
     if report_on == "last":
         return model
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if not best:
-        raise ValueError("report_on=best needs a ModelCheckpoint that saved a best checkpoint")
-    best_model = FakeNewsClassifier.load_from_checkpoint(best, map_location=model.device)
+        raise ConfigError("report_on=best needs a ModelCheckpoint that saved a best checkpoint")
+    best_model = load_model(best, map_location=model.device)
     best_model.history = model.history  # the curves show the whole run
     return best_model
 
@@ -136,19 +213,43 @@ def write_report(
         "validation": "the test set" if hp.val_source == "test" else f"{hp.val_fraction} of train",
         **info,
     }
-    if synthetic:
-        info["note"] = demo.NOTE
+    note = demo.NOTE if synthetic else None
     metrics = reports.write_report(
-        out_dir, predictions, datamodule.class_names, model.history, info
+        out_dir, predictions, datamodule.class_names, model.history, info, note
     )
     rank_zero_info(f"Report written to {out_dir}: {', '.join(reports.REPORT_FILES)}")
     return metrics
 
 
+def check_test_rows(ckpt_path: str, datamodule: FakeNewsDataModule, strict: bool = True) -> None:
+    """Refuse (or with `strict=False` warn) when the rows `datamodule` calls test are not the
+    rows the run in `ckpt_path` held out, as the checkpoint records them."""
+    with refusing_unsafe_checkpoints(ckpt_path):
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    recorded = checkpoint.get(type(datamodule).__qualname__, {}).get("fingerprint", {}).get("test")
+    if recorded is None:
+        rank_zero_warn(
+            f"{ckpt_path} records no fingerprint of its data: the test rows are unchecked"
+        )
+        return
+    actual = datamodule.fingerprint()["test"]
+    if actual == recorded:
+        return
+    message = (
+        f"{ckpt_path}: the {actual['rows']} rows evaluate.py would call test are not the "
+        f"{recorded['rows']} rows the run held out (texts and labels sha256 "
+        f"{actual['sha256'][:12]} != {recorded['sha256'][:12]}: the files changed, were reordered, "
+        "or are split otherwise); pass check_test_rows=false to evaluate on them anyway"
+    )
+    if strict:
+        raise UserError(message)
+    rank_zero_warn(message)
+
+
 def load_checkpoint(cfg: DictConfig) -> tuple[FakeNewsClassifier, FakeNewsDataModule]:
     """The model in `cfg.ckpt_path` and its data: `cfg.data` if given, else the checkpoint's."""
     overrides = {"embedding_path": cfg.embedding_path} if cfg.get("embedding_path") else {}
-    model = FakeNewsClassifier.load_from_checkpoint(
+    model = load_model(
         cfg.ckpt_path, map_location=torch.device(cfg.get("device", "cpu")), **overrides
     )
     path = model.hparams.embedding_path
@@ -156,10 +257,14 @@ def load_checkpoint(cfg: DictConfig) -> tuple[FakeNewsClassifier, FakeNewsDataMo
         labels = cfg.data.get("label_names") or list(model.hparams.class_names)
         datamodule = build_datamodule(cfg.data, path, label_names=labels)
     else:
-        datamodule = FakeNewsDataModule.load_from_checkpoint(cfg.ckpt_path, embedding_path=path)
+        with refusing_unsafe_checkpoints(cfg.ckpt_path):
+            datamodule = FakeNewsDataModule.load_from_checkpoint(
+                cfg.ckpt_path, weights_only=True, embedding_path=path
+            )
         datamodule.setup()
+    check_test_rows(cfg.ckpt_path, datamodule, strict=cfg.get("check_test_rows", True))
     if datamodule.class_names != list(model.hparams.class_names):
-        raise ValueError(
+        raise UserError(
             f"the data's classes {datamodule.class_names} differ from the checkpoint's "
             f"{list(model.hparams.class_names)}"
         )

@@ -138,20 +138,29 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def plot_confusion(report: SplitReport, class_names: Sequence[str], title: str, path: Path) -> None:
+def _mark(fig: Figure, note: str | None) -> None:
+    """Print `note` (e.g. that the data is synthetic) across the top of a figure."""
+    if note:
+        fig.suptitle(note.upper(), color="crimson", fontsize=9, fontweight="bold")
+
+
+def plot_confusion(
+    report: SplitReport, class_names: Sequence[str], title: str, path: Path, note: str | None = None
+) -> None:
     """torchmetrics' confusion-matrix plot, true classes as rows, saved to `path`."""
     fig = Figure(figsize=(5, 4.5), layout="constrained")
     ax = fig.subplots()
     report.confusion.plot(ax=ax, labels=list(class_names), cmap="Blues")  # as the notebook
     ax.set_title(title)
+    _mark(fig, note)
     fig.savefig(path, dpi=120)
 
 
-def plot_curves(history: Sequence[dict[str, float]], path: Path) -> None:
+def plot_curves(history: Sequence[dict[str, float]], path: Path, note: str | None = None) -> None:
     """Loss and accuracy per epoch, train vs validation (the notebook's lower two panels)."""
     fig = Figure(figsize=(10, 4), layout="constrained")
     axes = fig.subplots(1, 2)
-    epochs = [row["epoch"] + 1 for row in history]
+    epochs = [row["epoch"] for row in history]
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for split, label in (("train", "train"), ("val", "validation")):
             key = f"{split}/{metric}"
@@ -161,6 +170,7 @@ def plot_curves(history: Sequence[dict[str, float]], path: Path) -> None:
         ax.legend()
     if not history:
         fig.text(0.5, 0.5, "no training history recorded", ha="center")
+    _mark(fig, note)
     fig.savefig(path, dpi=120)
 
 
@@ -170,7 +180,7 @@ def history_metrics(history: Sequence[dict[str, float]]) -> dict[str, float]:
     val = [(row["val/loss"], row["epoch"]) for row in history if "val/loss" in row]
     if val:
         best_loss, best_epoch = min(val)
-        out.update({"val/best_loss": best_loss, "val/best_epoch": best_epoch + 1})
+        out.update({"val/best_loss": best_loss, "val/best_epoch": best_epoch})
     return out
 
 
@@ -180,17 +190,22 @@ def write_report(
     class_names: Sequence[str],
     history: Sequence[dict[str, float]],
     info: dict[str, Any],
+    note: str | None = None,
 ) -> dict[str, float]:
     """Write every file of `REPORT_FILES` into `out_dir`; return the metrics.json dict.
 
     `predictions` maps a split to its (logits, labels); `info` is listed at the top of
-    report.md (what was trained, which weights are reported).
+    report.md (what was trained, which weights are reported); `note` (say, that the inputs
+    are synthetic) goes into report.md, metrics.json (`note`) and across every figure.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     reports = {s: split_metrics(s, *predictions[s], class_names) for s in REPORT_SPLITS}
     metrics = {k: v for report in reports.values() for k, v in report.metrics.items()}
     metrics.update(history_metrics(history))
+    if note:
+        metrics["note"] = note
+        info = {"note": note, **info}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     classification_report(reports).to_csv(out / "classification_report.csv")
     lines = ["# Classification report", ""]
@@ -200,6 +215,6 @@ def write_report(
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     for split, report in reports.items():
         title = f"Confusion matrix, {split} set"
-        plot_confusion(report, class_names, title, out / f"confusion_matrix_{split}.png")
-    plot_curves(history, out / "curves.png")
+        plot_confusion(report, class_names, title, out / f"confusion_matrix_{split}.png", note)
+    plot_curves(history, out / "curves.png", note)
     return metrics

@@ -210,6 +210,61 @@ def _deletion_table(pattern: str) -> dict[int, None] | None:
     return dict.fromkeys(deleted.tolist())
 
 
+# Code points assigned in Unicode 14.0 (Python 3.11's unicodedata), all 838 of them: the ICU
+# that TensorFlow links (Unicode 13.0 data, as of TF 2.21) knows none of them.
+# tests/test_tokenizer_properties.py checks this set against TF (`tf.strings.unicode_script`
+# says Unknown where Python says assigned).
+_NEWER_THAN_TF_ICU = frozenset(
+    chr(c)
+    for r in (
+        "061D, 0870-088E, 0890-0891, 0898-089F, 08B5, 08C8-08D2, 0C3C, 0C5D, 0CDD, 170D, 1715, "
+        "171F, 180F, 1AC1-1ACE, 1B4C, 1B7D-1B7E, 1DFA, 20C0, 2C2F, 2C5F, 2E53-2E5D, 9FFD-9FFF, "
+        "A7C0-A7C1, A7D0-A7D1, A7D3, A7D5-A7D9, A7F2-A7F4, FBC2, FD40-FD4F, FDCF, FDFE-FDFF, "
+        "10570-1057A, 1057C-1058A, 1058C-10592, 10594-10595, 10597-105A1, 105A3-105B1, "
+        "105B3-105B9, 105BB-105BC, 10780-10785, 10787-107B0, 107B2-107BA, 10F70-10F89, "
+        "11070-11075, 110C2, 116B9, 11740-11746, 11AB0-11ABF, 12F90-12FF2, 16A70-16ABE, "
+        "16AC0-16AC9, 1AFF0-1AFF3, 1AFF5-1AFFB, 1AFFD-1AFFE, 1B11F-1B122, 1CF00-1CF2D, "
+        "1CF30-1CF46, 1CF50-1CFC3, 1D1E9-1D1EA, 1DF00-1DF1E, 1E290-1E2AE, 1E7E0-1E7E6, "
+        "1E7E8-1E7EB, 1E7ED-1E7EE, 1E7F0-1E7FE, 1F6DD-1F6DF, 1F7F0, 1F979, 1F9CC, 1FA7B-1FA7C, "
+        "1FAA9-1FAAC, 1FAB7-1FABA, 1FAC3-1FAC5, 1FAD7-1FAD9, 1FAE0-1FAE7, 1FAF0-1FAF6, "
+        "2A6DE-2A6DF, 2B735-2B738"
+    ).split(", ")
+    for c in range(int(r.split("-")[0], 16), int(r.split("-")[-1], 16) + 1)
+)
+_SPLIT_NEWER_THAN_TF_ICU = re.compile(f"([{''.join(sorted(_NEWER_THAN_TF_ICU))}])")
+# U+1734 HANUNOO SIGN PAMUDPOD became a spacing mark (Mc) in Unicode 14.0, so Python no longer
+# skips it as case-ignorable when it decides a final sigma; TF's ICU (Mn) still does. It is
+# lowercased as a combining mark that is case-ignorable to both and absent from the text.
+_PAMUDPOD = "\u1734"
+_STAND_INS = [chr(c) for c in range(0x300, 0x370) if c not in (0x307, 0x345)]  # Mn, no case
+
+
+def _icu_lower(text: str) -> str:
+    """TF's StringLower(encoding="utf-8"): ICU's full lowercasing (root locale), which Python's
+    str.lower matches (SpecialCasing: final sigma, İ -> i + U+0307) except in three ways.
+
+    The kernel hands ICU the text as a C string, so everything from the first NUL on is lost;
+    ICU treats the characters newer than its Unicode version as unassigned: neither
+    lowercased nor cased nor case-ignorable, so they also bound a final sigma's context, which
+    is exactly what lowercasing the stretches between them separately does; and it still
+    skips U+1734 as case-ignorable (see _PAMUDPOD).
+    """
+    if "\x00" in text:
+        text = text.partition("\x00")[0]
+    if text.isascii():
+        return text.lower()
+    if _PAMUDPOD in text:
+        # (A text holding all 110 stand-ins keeps Python's reading of U+1734.)
+        stand_in = next((c for c in _STAND_INS if c not in text), None)
+        if stand_in is not None:
+            text = text.replace(_PAMUDPOD, stand_in)
+            return _icu_lower(text).replace(stand_in, _PAMUDPOD)
+    if _NEWER_THAN_TF_ICU.isdisjoint(text):
+        return text.lower()
+    parts = _SPLIT_NEWER_THAN_TF_ICU.split(text)  # [stretch, newer char, stretch, ...]
+    return "".join(p if i % 2 else p.lower() for i, p in enumerate(parts))
+
+
 def _apply_step(arr: pa.Array, step: dict[str, Any], per_text: bool) -> pa.Array:
     """One string step. `per_text` (small batches): Arrow compiles its RE2 pattern on every
     call (~0.2 ms for \\pP), so a few texts go through a translate table or google-re2 (the
@@ -217,9 +272,7 @@ def _apply_step(arr: pa.Array, step: dict[str, Any], per_text: bool) -> pa.Array
     if step["op"] == "lower":
         if step["encoding"] == "ascii":
             return pc.ascii_lower(arr)
-        # ICU's full Unicode lowercasing, as TF's StringLower(encoding="utf-8"); Python's
-        # str.lower applies the same SpecialCasing rules (final sigma, dotted capital I).
-        return pa.array([t.lower() for t in arr.to_pylist()], pa.large_string())
+        return pa.array([_icu_lower(t) for t in arr.to_pylist()], pa.large_string())
     replace_global = step.get("replace_global", True)
     if not per_text:
         return pc.replace_substring_regex(

@@ -1,6 +1,11 @@
 """The corpus: CSV reading and validation, the notebook's preprocessing, labels, the token
 cache and the splits."""
 
+import gzip
+import json
+import shutil
+import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +13,11 @@ import pandas as pd
 import pytest
 from sklearn.preprocessing import LabelEncoder
 
-from fakenews_pl import corpus
+from fakenews_pl import artifact, corpus
 from fakenews_pl.corpus import DataError, notebook_text, read_labelled_csv
+from fakenews_pl.embedding import HubEmbedding
+from fakenews_pl.errors import UserError
+from fakenews_pl.tokenizer import HubTokenizer, TextRecipe
 
 
 # The notebook's own functions, copied verbatim as the reference.
@@ -143,3 +151,118 @@ def test_gzipped_csv_with_numeric_labels(tmp_path: Path, demo_assets: dict) -> N
     loaded = load_csv(path, demo_assets["embedding"], text_column="headline", label_column="y")
     assert loaded.class_names == ["0", "1"]
     assert loaded.labels.tolist() == frame["y"].tolist()
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """`data` as the file's (decompressed, for .csv.gz) bytes."""
+    path.write_bytes(gzip.compress(data, mtime=0) if path.name.endswith(".gz") else data)
+    return path
+
+
+def refused(path: Path, text_column: str = "text") -> str:
+    """The one-line `DataError` message reading `path` gives."""
+    with pytest.raises(DataError) as info:
+        read_labelled_csv(path, text_column, "label", notebook=False)
+    message = str(info.value)
+    assert isinstance(info.value, UserError) and isinstance(info.value, ValueError)
+    assert message.startswith(str(path)) and "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("name", ["latin1.csv", "latin1.csv.gz"])
+def test_a_non_utf8_file_names_the_line_and_byte(tmp_path: Path, name: str) -> None:
+    data = "text,label\nabc,Fake\ncafé,True\n".encode("latin-1")  # é is 0xe9 at byte 23
+    message = refused(write_bytes(tmp_path / name, data))
+    assert "line 3 (byte offset 23" in message and "0xe9" in message
+    assert "expected a UTF-8 CSV (re-save the file as UTF-8)" in message
+    # In the header: line 1.
+    message = refused(write_bytes(tmp_path / name, "café,label\n".encode("latin-1")), "café")
+    assert "line 1 (byte offset 3" in message
+
+
+def test_a_truncated_or_corrupt_gzip_file_is_named(tmp_path: Path) -> None:
+    rows = "".join(f"story number {i},{'Fake' if i % 3 else 'True'}\n" for i in range(5000))
+    data = gzip.compress(f"text,label\n{rows}".encode(), mtime=0)
+    truncated = tmp_path / "truncated.csv.gz"
+    truncated.write_bytes(data[: len(data) // 2])
+    assert "truncated or corrupt gzip file" in refused(truncated)
+    corrupt = bytearray(data)
+    corrupt[-8] ^= 0xFF  # the CRC-32 of the gzip trailer
+    (tmp_path / "corrupt.csv.gz").write_bytes(bytes(corrupt))
+    assert "truncated or corrupt gzip file" in refused(tmp_path / "corrupt.csv.gz")
+
+
+def test_duplicate_column_names_are_refused(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path / "dup.csv", b"label,text,label,x,x\nFake,a,True,1,2\n")
+    message = refused(path)  # pandas would have used the first `label` and named the other
+    assert "'label' at columns 1, 3" in message and "'x' at columns 4, 5" in message
+    assert "expected each column name once" in message
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"text,label\n", "has no data rows; expected at least one labelled row"),
+        (b"text,label\n\n\n", "has no data rows; expected at least one labelled row"),
+        (b"", "has no header and no data rows; expected at least one labelled row"),
+    ],
+)
+def test_a_file_without_data_rows_is_refused_at_read_time(
+    tmp_path: Path, data: bytes, needle: str
+) -> None:
+    assert needle in refused(write_bytes(tmp_path / "empty.csv", data))
+
+
+def test_an_unterminated_quote_is_one_data_error(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path / "quote.csv", b'text,label\n"abc,Fake\nx,True\n')
+    assert "not a readable CSV file" in refused(path)
+
+
+def copy_embedding(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def test_an_altered_vocabulary_never_poisons_the_token_cache(
+    tmp_path: Path, tiny_csv: Path, demo_assets: dict
+) -> None:
+    emb = copy_embedding(demo_assets["embedding"], tmp_path / "emb")
+    vocab_file = emb / artifact.VOCAB_FILE
+    genuine = vocab_file.read_bytes()
+    lines = genuine.split(b"\n")
+    lines[0], lines[1] = lines[1], lines[0]  # the two most frequent words: same size
+    vocab_file.write_bytes(b"\n".join(lines))
+    texts = pd.read_csv(tiny_csv)["text"].tolist()
+    expected = artifact.read_tokenizer(demo_assets["embedding"]).encode(texts)[0]
+    meta = json.loads((emb / artifact.META_FILE).read_text(encoding="utf-8"))
+    recipe = TextRecipe.from_dict(meta["recipe"])
+    swapped = HubTokenizer(artifact.read_vocab(vocab_file), meta["oov_buckets"], recipe)
+    swapped = swapped.encode(texts)[0]
+    assert not np.array_equal(swapped, expected)  # the swap matters for these texts
+    cache = tmp_path / "cache"
+    with pytest.raises(artifact.ArtifactError, match="vocab.txt: sha256"):
+        load_csv(tiny_csv, emb, cache_dir=cache)
+    assert not list(cache.rglob("*.npz"))  # nothing stored under the genuine key
+    vocab_file.write_bytes(genuine)
+    assert np.array_equal(load_csv(tiny_csv, emb, cache_dir=cache).ids, expected)
+    assert np.array_equal(load_csv(tiny_csv, emb, cache_dir=cache).ids, expected)  # cached
+
+
+def test_a_run_hashes_the_table_once_and_before_tokenizing(
+    tmp_path: Path, tiny_csv: Path, demo_assets: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(artifact, "SETTLED_NS", 20_000_000)  # 20 ms instead of 2 s
+    emb = copy_embedding(demo_assets["embedding"], tmp_path / "emb")
+    time.sleep(0.05)  # the copied files have settled
+    hashed: Counter = Counter()
+    real = artifact.sha256_file
+
+    def counting(path, *args, **kwargs):
+        hashed[Path(path).name] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(artifact, "sha256_file", counting)
+    load_csv(tiny_csv, emb)  # the corpus verifies the whole artifact ...
+    assert hashed[artifact.TABLE_FILE] == 1 and hashed[artifact.VOCAB_FILE] == 1
+    HubEmbedding.load(emb)  # ... and the model's load in the same process trusts that
+    assert hashed[artifact.TABLE_FILE] == 1 and hashed[artifact.VOCAB_FILE] == 1

@@ -1,5 +1,7 @@
 """demo: the synthetic default dataset and embedding are deterministic and well-formed."""
 
+import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +45,30 @@ def test_embedding_is_rebuilt_identically(tmp_path: Path, demo_assets: dict) -> 
     before = (tmp_path / "again" / artifact.META_FILE).stat().st_mtime_ns
     demo.write_embedding(tmp_path / "again")
     assert (tmp_path / "again" / artifact.META_FILE).stat().st_mtime_ns == before
+
+
+def test_an_old_or_altered_demo_embedding_is_written_again(
+    tmp_path: Path, demo_assets: dict
+) -> None:
+    out = Path(shutil.copytree(demo_assets["embedding"], tmp_path / "emb"))
+    reference = {p.name: p.read_bytes() for p in out.iterdir()}
+    # A copy written before meta.json had a checksum: the format of the previous release.
+    meta_file = out / artifact.META_FILE
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta["format"] = "fakenews_pl.hub_embedding/1"
+    meta.pop("meta_sha256", None)
+    meta_file.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    demo.write_embedding(out)
+    assert artifact.read_meta(out)["format"] == "fakenews_pl.hub_embedding/2"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == reference
+    # An altered copy (two vocabulary lines swapped) is generated content too.
+    vocab = out / artifact.VOCAB_FILE
+    lines = vocab.read_text(encoding="utf-8").split("\n")
+    lines[0], lines[1] = lines[1], lines[0]
+    vocab.write_text("\n".join(lines), encoding="utf-8")
+    demo.write_embedding(out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == reference
+    assert not [p for p in tmp_path.iterdir() if p.name != "emb"]  # no temporaries left
 
 
 def test_embedding_separates_the_demo_classes(demo_assets: dict) -> None:

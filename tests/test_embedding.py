@@ -96,3 +96,14 @@ def test_missing_or_foreign_directory_names_the_fix(tmp_path):
         HubEmbedding.load(tmp_path)
 
 
+def test_an_edited_combiner_is_refused_naming_meta_json(tmp_path):
+    make_artifact(tmp_path / "emb", combiner="sqrtn")
+    meta_file = tmp_path / "emb" / artifact.META_FILE
+    meta = json.loads(meta_file.read_text())
+    meta["combiner"] = "mean"  # a valid combiner: only the checksum can tell
+    meta_file.write_text(json.dumps(meta, indent=2))
+    for verify in (True, False):
+        with pytest.raises(artifact.ArtifactError) as info:
+            HubEmbedding.load(tmp_path / "emb", verify=verify)
+        assert str(info.value).startswith(f"{meta_file}: ")
+        assert "meta_sha256" in str(info.value) and "--overwrite" in str(info.value)

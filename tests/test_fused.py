@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from pytorch_lightning import Trainer
+from pytorch_lightning import Callback, Trainer, seed_everything
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.loops.optimization.manual import _ManualOptimization
 
@@ -59,3 +59,100 @@ def test_a_fused_epoch_counts_every_optimizer_step(demo_assets: dict, trainable:
     minibatches = math.ceil(len(dm.rows["train"]) / 32)
     optimizers = 2 if trainable else 1  # the head's Adam, and the table's
     assert trainer.global_step == minibatches * optimizers
+
+
+@pytest.fixture
+def two_threads():
+    """torch's intra-op thread count set to 2 for the test (so null means 2 threads even on a
+    1-core machine), and put back after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield 2
+    torch.set_num_threads(before)
+
+
+def test_intra_op_threads_sets_and_restores_the_count(two_threads: int) -> None:
+    with pytest.raises(KeyError), fused.intra_op_threads(1) as previous:
+        assert (previous, torch.get_num_threads()) == (2, 1)
+        raise KeyError  # restored on the way out of a failing step too
+    assert torch.get_num_threads() == 2
+    with fused.intra_op_threads(None) as previous:
+        assert torch.get_num_threads() == previous == 2
+    with pytest.raises(ValueError, match="model.step_threads=0"):
+        FakeNewsClassifier("not read: refused first", step_threads=0)
+
+
+class _ThreadCounts(Callback):
+    """torch.get_num_threads() after each training batch and before each validation batch."""
+
+    def __init__(self) -> None:
+        self.counts: set[int] = set()
+
+    def on_train_batch_end(self, *args) -> None:
+        self.counts.add(torch.get_num_threads())
+
+    def on_validation_batch_start(self, *args) -> None:
+        self.counts.add(torch.get_num_threads())
+
+
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "lightning"])
+@pytest.mark.parametrize("table", ["frozen", "dense", "sparse"])
+def test_step_threads_train_identical_weights_and_restore_the_count(
+    demo_assets: dict, two_threads: int, monkeypatch: pytest.MonkeyPatch, fuse: bool, table: str
+) -> None:
+    """model.step_threads=1 and null (torch's count, 2 here) train the same weights. With 1,
+    each step's small ops run on 1 thread and the count is 2 again around the table's gradient
+    and update, after every step or epoch, in validation and after fit.
+
+    (The demo's last minibatch has 22 rows; MKL's 2-thread products of 5-7 or 9-11 rows sum
+    in another order than its 1-thread ones, so a run ending on one of those would differ in
+    the last bits: see README, "Shared machine".)"""
+    calls: list[int] = []
+    set_threads = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), set_threads(n)))
+    states, histories = {}, {}
+    for threads in (1, None):
+        calls.clear()
+        seed_everything(0)
+        dm = FakeNewsDataModule(
+            str(demo_assets["embedding"]),
+            train_csv=str(demo_assets["train_csv"]),
+            test_csv=str(demo_assets["test_csv"]),
+            fuse_train_batches=fuse,
+        )
+        model = FakeNewsClassifier(
+            str(demo_assets["embedding"]),
+            trainable=table != "frozen",
+            sparse_embedding=table == "sparse",
+            step_threads=threads,
+        )
+        counts = _ThreadCounts()
+        trainer = _trainer(
+            devices=1,
+            max_epochs=2,
+            limit_train_batches=None if fuse else 6,  # fused: the whole epoch is one batch
+            limit_val_batches=1,
+            callbacks=[PooledFeatures(), counts],
+        )
+        trainer.fit(model, datamodule=dm)
+        assert counts.counts == {2}
+        assert torch.get_num_threads() == 2
+        states[threads], histories[threads] = model.state_dict(), model.history
+        if threads is None:
+            assert calls == []
+            continue
+        # 1 on entering each epoch (fused) or step, 2 on leaving it; with a trainable table,
+        # 2 and back to 1 around its work: per minibatch (fused), around the backward and the
+        # table's step (Lightning).
+        per_epoch = math.ceil(len(dm.rows["train"]) / 32) if fuse else 6
+        minibatches = per_epoch * trainer.max_epochs
+        switches = {
+            (True, False): 2 * trainer.max_epochs,
+            (True, True): 2 * trainer.max_epochs + 2 * minibatches,
+            (False, False): 2 * minibatches,
+            (False, True): 6 * minibatches,
+        }[fuse, table != "frozen"]
+        assert calls == [1, 2] * (switches // 2)
+    assert histories[1] == histories[None]
+    for key, value in states[1].items():
+        assert torch.equal(value, states[None][key]), key

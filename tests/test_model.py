@@ -8,6 +8,7 @@ import torch
 from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy
 
 from fakenews_pl import artifact
+from fakenews_pl.errors import ConfigError, UserError
 from fakenews_pl.model import FakeNewsClassifier, check_strategy
 
 
@@ -21,7 +22,7 @@ def test_hparams_hold_path_and_sizes_not_tensors(demo_assets: dict) -> None:
     assert model.hparams.embedding_dim == model.embedding.dim == 32
     assert model.hparams.embedding_rows == model.embedding.num_rows
     assert not any(isinstance(v, torch.Tensor) for v in model.hparams.values())
-    with pytest.raises(ValueError, match="not the embedding"):
+    with pytest.raises(UserError, match="not the embedding"):
         make_model(demo_assets["embedding"], embedding_rows=model.embedding.num_rows + 1)
 
 
@@ -89,7 +90,7 @@ def test_frozen_checkpoint_leaves_the_table_out_and_restores_it(
     with artifact.atomic_directory(altered, overwrite=True) as tmp:
         artifact.write_artifact(tmp, fresh.embedding.weight.detach() * 2, vocab, keep)
     other = make_model(altered)
-    with pytest.raises(ValueError, match="not the embedding this checkpoint was trained with"):
+    with pytest.raises(UserError, match="not the embedding this checkpoint was trained with"):
         other.on_load_checkpoint({**checkpoint, "state_dict": trimmed})
 
 
@@ -105,15 +106,15 @@ def test_sparse_gradients_need_gloo() -> None:
     check_strategy(True, SingleDeviceStrategy(torch.device("cpu")))
     check_strategy(True, DDPStrategy(process_group_backend="gloo"))
     check_strategy(False, DDPStrategy(process_group_backend="nccl"))  # dense: anything goes
-    with pytest.raises(ValueError, match="gloo.*'nccl'"):
+    with pytest.raises(ConfigError, match="gloo.*'nccl'"):
         check_strategy(True, DDPStrategy(process_group_backend="nccl"))
     # No backend given: Lightning picks NCCL for CUDA devices.
     on_gpus = DDPStrategy(parallel_devices=[torch.device("cuda", 0), torch.device("cuda", 1)])
-    with pytest.raises(ValueError, match="'nccl'"):
+    with pytest.raises(ConfigError, match="'nccl'"):
         check_strategy(True, on_gpus)
 
     class OtherDDP(DDPStrategy):  # e.g. DeepSpeed, which subclasses DDPStrategy
         pass
 
-    with pytest.raises(ValueError, match="OtherDDP"):
+    with pytest.raises(ConfigError, match="OtherDDP"):
         check_strategy(True, OtherDDP(process_group_backend="gloo"))

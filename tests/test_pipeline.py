@@ -1,5 +1,6 @@
 """The pieces train.py and evaluate.py wire: demo inputs, embedding lookup, config groups."""
 
+import json
 import logging
 import subprocess
 import sys
@@ -89,3 +90,44 @@ def test_a_killed_runs_temporaries_are_removed_at_the_next_start(
     assert list(target.parent.iterdir()) == []
     (line,) = [r.getMessage() for r in caplog.records if "stale" in r.getMessage()]
     assert str(left) in line and line.startswith("removed 1 stale temporary")
+
+
+@pytest.mark.slow
+def test_a_run_prints_no_adverts_or_library_deprecations(
+    run_python, cli_overrides, tmp_path
+) -> None:
+    args = ["train.py", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = run_python([*args, *cli_overrides(tmp_path)])
+    output = proc.stdout + proc.stderr
+    assert "litlogger" not in output and "deprecated" not in output.lower()
+    assert "Epoch 1/1" in output  # the progress bar counts epochs from 1, like every file
+
+
+@pytest.mark.slow
+def test_runs_started_together_get_their_own_dirs_and_share_caches_safely(tmp_path: Path) -> None:
+    """Two runs at the same instant, both generating the demo and the token cache into the
+    same (fresh) folders: distinct run dirs, identical results, no temporaries left."""
+    repo = Path(__file__).resolve().parents[1]
+    shared = [
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.demo_dir={tmp_path / 'demo'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "trainer.max_epochs=1",
+        "~callbacks.rich_progress_bar",
+        "trainer.enable_progress_bar=false",
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "train.py", *shared], cwd=repo, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    runs = sorted((tmp_path / "logs" / "train" / "runs").iterdir())
+    assert len(runs) == 2
+    results = [json.loads((run / "metrics.json").read_text()) for run in runs]
+    assert results[0] == results[1]
+    leftovers = [p for p in tmp_path.rglob(".*") if ".tmp-" in p.name or ".old-" in p.name]
+    assert leftovers == []

@@ -59,9 +59,9 @@ def test_table_has_the_notebooks_layout() -> None:
 
 def test_history_metrics_pick_the_best_validation_epoch() -> None:
     history = [
-        {"epoch": 0, "train/loss": 0.7, "val/loss": 0.6},
-        {"epoch": 1, "train/loss": 0.5, "val/loss": 0.4},
-        {"epoch": 2, "train/loss": 0.4, "val/loss": 0.45},
+        {"epoch": 1, "train/loss": 0.7, "val/loss": 0.6},  # epochs count from 1
+        {"epoch": 2, "train/loss": 0.5, "val/loss": 0.4},
+        {"epoch": 3, "train/loss": 0.4, "val/loss": 0.45},
     ]
     assert reports.history_metrics(history) == {
         "fit/epochs": 3,
@@ -88,3 +88,20 @@ def test_write_report_files_agree_with_each_other(tmp_path: Path) -> None:
     markdown = (tmp_path / "report.md").read_text()
     assert "## TRAIN" in markdown and "## TEST" in markdown and "**weights**: last" in markdown
     assert f"| {metrics['test/precision_Fake']:.4f} |" in markdown.split("## TEST")[1]
+
+
+def test_a_note_marks_every_file(tmp_path: Path) -> None:
+    """The demo's reports say they are synthetic in metrics.json, report.md and every figure."""
+    from matplotlib.image import imread
+
+    predictions = {"train": random_predictions(400, 1), "test": random_predictions(200, 2)}
+    history = [{"epoch": 1, "train/loss": 0.6, "train/accuracy": 0.7, "val/loss": 0.5}]
+    note = "synthetic demo inputs: not real news"
+    plain = reports.write_report(tmp_path / "plain", predictions, CLASSES, history, {})
+    marked = reports.write_report(tmp_path / "marked", predictions, CLASSES, history, {}, note)
+    assert "note" not in plain and marked["note"] == note
+    assert json.loads((tmp_path / "marked" / "metrics.json").read_text())["note"] == note
+    assert note in (tmp_path / "marked" / "report.md").read_text()
+    for name in ("confusion_matrix_train.png", "confusion_matrix_test.png", "curves.png"):
+        a, b = imread(tmp_path / "plain" / name), imread(tmp_path / "marked" / name)
+        assert a.shape != b.shape or not np.array_equal(a, b), name  # the banner is drawn

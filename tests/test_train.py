@@ -31,11 +31,13 @@ def test_one_epoch_run_writes_every_report_file(trained: dict) -> None:
     for name in reports.REPORT_FILES:
         assert (out / name).stat().st_size > 0, name
     assert (out / "checkpoints" / "last.ckpt").is_file()
-    assert (out / "checkpoints" / "epoch_000.ckpt").is_file()  # best by val/loss
+    assert (out / "checkpoints" / "epoch_001.ckpt").is_file()  # best by val/loss, from 1
     assert not (out / "tensorboard").exists()  # CSV only unless logger=tensorboard
     logged = pd.read_csv(out / "csv" / "version_0" / "metrics.csv")
+    assert set(logged["epoch"]) == {1}  # epochs count from 1 in every file a user reads
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == trained["metrics"] and metrics["fit/epochs"] == 1
+    assert metrics["note"] == demo.NOTE  # the default run's inputs are the synthetic demo
     # The curves' history and the CSV logger saw the same epoch values.
     history = trained["model"].history
     assert logged["val/loss"].dropna().tolist() == pytest.approx([history[0]["val/loss"]])
@@ -90,12 +92,12 @@ def test_resume_from_last_ckpt_continues_the_run(
     assert trainer.global_step == 2 * trained["trainer"].global_step
     assert len(history) == 2 and history[0] == trained["model"].history[0]
     assert metrics["fit/epochs"] == 2
-    # last.ckpt holds the final epoch, as a file or as a link to that epoch's best checkpoint.
-    last = Path(trainer.checkpoint_callback.last_model_path)
-    assert last.name == "last.ckpt" and torch.load(last, weights_only=False)["epoch"] == 1
+    # last.ckpt holds the final epoch.
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # Lightning counts from 0 inside
     # report_on=best describes the best checkpoint's weights, not the final ones.
     best = trainer.checkpoint_callback.best_model_path
-    assert Path(best).name == f"epoch_{metrics['val/best_epoch'] - 1:03d}.ckpt"
+    assert Path(best).name == f"epoch_{metrics['val/best_epoch']:03d}.ckpt"
     cfg = compose_train(tmp_path / "eval", f"ckpt_path={best}", config_name="eval")
     assert split_keys(root_script("evaluate").evaluate(cfg)) == split_keys(metrics)
 

@@ -1,0 +1,151 @@
+"""The composed Hydra config, checked before any work: every value a run cannot use is refused
+as a `ConfigError` naming its key and what was expected (sizes, lengths, ranges, devices that
+exist, `max_epochs >= 1`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig
+
+from fakenews_pl.errors import ConfigError
+
+PRECISIONS = ("32-true", "32", 32, "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
+ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
+REPORT_ON = ("last", "best")
+
+
+def _require(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={_show(value)}: expected {expected}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, ListConfig | list | tuple):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check(cfg: DictConfig, key: str, test: Callable[[Any], bool], expected: str) -> None:
+    """Check `cfg.<key>` (dotted) with `test`; a missing key is left to Hydra."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return
+        node = node[part]
+    try:
+        ok = bool(test(node))
+    except (TypeError, ValueError):
+        ok = False
+    _require(ok, key, node, expected)
+
+
+def check_model(cfg: DictConfig) -> None:
+    """`model.*`: layer sizes, one dropout rate per hidden layer, positive lr and epsilon."""
+    _check(
+        cfg,
+        "model.hidden_sizes",
+        lambda v: len(v) > 0 and all(_is_int(n) and n >= 1 for n in v),
+        "a non-empty list of layer widths >= 1, e.g. [256,64]",
+    )
+    sizes = cfg.model.get("hidden_sizes") or []
+    _check(
+        cfg,
+        "model.dropouts",
+        lambda v: len(v) == len(sizes),
+        f"one dropout rate per hidden layer (model.hidden_sizes has {len(sizes)})",
+    )
+    _check(
+        cfg,
+        "model.dropouts",
+        lambda v: all(_is_number(p) and 0 <= p < 1 for p in v),
+        "rates in [0, 1)",
+    )
+    _check(cfg, "model.lr", lambda v: _is_number(v) and v > 0, "a learning rate > 0")
+    _check(cfg, "model.adam_eps", lambda v: _is_number(v) and v > 0, "an epsilon > 0")
+
+
+def check_data(cfg: DictConfig) -> None:
+    """`data.*`: batch sizes, split fractions."""
+    for key in ("data.batch_size", "data.eval_batch_size"):
+        _check(cfg, key, lambda v: _is_int(v) and v >= 1, "a batch size >= 1")
+    for key in ("data.test_size", "data.val_fraction"):
+        _check(cfg, key, lambda v: _is_number(v) and 0 < v < 1, "a fraction in (0, 1)")
+    _check(cfg, "data.num_workers", lambda v: _is_int(v) and v >= 0, "a worker count >= 0")
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """`trainer.*`: epochs, precision, and an accelerator and device count that exist."""
+    _check(cfg, "trainer.max_epochs", lambda v: _is_int(v) and v >= 1, "an epoch count >= 1")
+    max_epochs = cfg.trainer.get("max_epochs")
+    _check(
+        cfg,
+        "trainer.min_epochs",
+        lambda v: v is None or (_is_int(v) and 0 <= v <= max_epochs),
+        f"an epoch count between 0 and trainer.max_epochs ({max_epochs})",
+    )
+    _check(cfg, "trainer.precision", lambda v: v in PRECISIONS, f"one of {list(PRECISIONS)}")
+    _check(cfg, "trainer.accelerator", lambda v: v in ACCELERATORS, f"one of {ACCELERATORS}")
+    accelerator = cfg.trainer.get("accelerator")
+    devices = cfg.trainer.get("devices")
+    if accelerator in ("gpu", "cuda"):
+        available = torch.cuda.device_count()
+        _require(
+            available > 0,
+            "trainer.accelerator",
+            accelerator,
+            "a machine with a CUDA GPU; this one has none (use trainer=cpu or trainer=ddp_cpu)",
+        )
+        _require(
+            devices in (-1, "auto") or (_is_int(devices) and 1 <= devices <= available),
+            "trainer.devices",
+            devices,
+            f"-1 or a count between 1 and the {available} GPU(s) this machine has",
+        )
+    else:
+        _require(
+            devices in (-1, "auto") or (_is_int(devices) and devices >= 1),
+            "trainer.devices",
+            devices,
+            "-1, 'auto' or a process count >= 1",
+        )
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Everything `train.py` reads, before it writes or reads anything."""
+    check_model(cfg)
+    check_data(cfg)
+    check_trainer(cfg)
+    _check(cfg, "report_on", lambda v: v in REPORT_ON, f"one of {list(REPORT_ON)}")
+    _check(cfg, "seed", _is_int, "an integer")
+    _check(cfg, "trainable", lambda v: isinstance(v, bool), "true or false")
+    ckpt = cfg.get("ckpt_path")
+    if ckpt not in (None, "last"):
+        _require(Path(ckpt).is_file(), "ckpt_path", ckpt, "a checkpoint file, or `last`")
+
+
+def check_eval_config(cfg: DictConfig) -> None:
+    """What `evaluate.py` reads: the checkpoint and the device."""
+    ckpt = cfg.get("ckpt_path")
+    _require(ckpt is not None and Path(ckpt).is_file(), "ckpt_path", ckpt, "a checkpoint file")
+    device = cfg.get("device", "cpu")
+    try:
+        device_type = torch.device(device).type
+    except (RuntimeError, TypeError):
+        device_type = None
+    _require(device_type in ("cpu", "cuda"), "device", device, "cpu or cuda[:N]")
+    if device_type == "cuda":
+        _require(torch.cuda.is_available(), "device", device, "a machine with a CUDA GPU")
+    if cfg.get("data"):
+        check_data(cfg)

@@ -1,0 +1,138 @@
+"""Exact resume: a run SIGKILLed mid-epoch and resumed ends bit-identical to the run that was
+never interrupted; last.ckpt always holds the last completed epoch; unsafe checkpoints are
+refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from fakenews_pl.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = ["~callbacks.rich_progress_bar", "trainer.enable_progress_bar=false"]
+
+
+def _train(args: list[str], log_dir: Path, demo_args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests" / "support")}
+    cmd = [sys.executable, "train.py", *demo_args, f"paths.log_dir={log_dir}", *QUIET, *args]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+
+
+def _run_dir(log_dir: Path) -> Path:
+    (run,) = (log_dir / "train" / "runs").iterdir()
+    return run
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fused", "extra", "kill"),
+    [
+        (True, [], ["+callbacks.kill.epoch=12"]),  # early stopping ends it (~25 epochs)
+        (False, ["trainer.max_epochs=4"], ["+callbacks.kill.epoch=3", "+callbacks.kill.batch=5"]),
+    ],
+)
+def test_a_killed_run_resumes_to_the_same_end(
+    fused: bool, extra: list[str], kill: list[str], cli_overrides, tmp_path: Path
+) -> None:
+    demo_args = [o for o in cli_overrides(tmp_path) if not o.startswith("paths.log_dir")]
+    common = [f"data.fuse_train_batches={fused}", *extra]
+    whole = _train(common, tmp_path / "whole", demo_args)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = _train(
+        [*common, "+callbacks.kill._target_=kill_callback.KillAt", *kill],
+        tmp_path / "killed",
+        demo_args,
+    )
+    assert killed.returncode == -9  # SIGKILL: nothing ran after it
+    assert not (_run_dir(tmp_path / "killed") / "metrics.json").exists()
+    resumed = _train([*common, "ckpt_path=last"], tmp_path / "killed", demo_args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "ckpt_path=last: resuming" in resumed.stdout + resumed.stderr
+    runs = sorted((tmp_path / "killed" / "train" / "runs").iterdir(), key=os.path.getmtime)
+    whole_run, resumed_run = _run_dir(tmp_path / "whole"), runs[-1]
+    expected = json.loads((whole_run / "metrics.json").read_text())
+    assert json.loads((resumed_run / "metrics.json").read_text()) == expected
+    a, b = _weights(whole_run), _weights(resumed_run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_last_ckpt_holds_the_final_epoch_and_evaluate_reproduces_the_report(
+    compose_train, root_script, tmp_path: Path
+) -> None:
+    """Early stopping ends a run on epochs that did not improve: last.ckpt must hold the final
+    weights (the report's), not the best epoch's."""
+    cfg = compose_train(tmp_path, "trainer.max_epochs=100", "trainer.limit_train_batches=null")
+    metrics, objects = root_script("train").train(cfg)
+    epochs = metrics["fit/epochs"]
+    assert metrics["val/best_epoch"] < epochs  # the run ended on epochs that did not improve
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] + 1 == epochs  # Lightning counts from 0 inside the checkpoint
+    best = f"epoch_{metrics['val/best_epoch']:03d}.ckpt"  # file names count from 1
+    assert (tmp_path / "checkpoints" / best).is_file()
+    final = objects["model"].state_dict()
+    assert all(torch.equal(last["state_dict"][k], final[k]) for k in last["state_dict"])
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    evaluated = root_script("evaluate").evaluate(
+        compose_train(tmp_path / "eval", f"ckpt_path={ckpt}", config_name="eval")
+    )
+    assert {k: v for k, v in evaluated.items() if k.startswith("test/")} == {
+        k: v for k, v in metrics.items() if k.startswith("test/")
+    }
+
+
+class _Payload:
+    """Unpickling this runs `touch MARKER`: what a crafted checkpoint can do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_runs_code_on_load_is_refused(
+    compose_train, root_script, tmp_path: Path
+) -> None:
+    marker, bad = tmp_path / "pwned", tmp_path / "bad.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "x": _Payload(marker)}, bad)
+    cfg = compose_train(tmp_path / "eval", f"ckpt_path={bad}", config_name="eval")
+    with pytest.raises(UserError, match="bad.ckpt: refused to load"):
+        root_script("evaluate").evaluate(cfg)
+    with pytest.raises(UserError, match="bad.ckpt: refused to load"):
+        root_script("train").train(compose_train(tmp_path / "train", f"ckpt_path={bad}"))
+    assert not marker.exists()
+
+
+def test_evaluate_refuses_test_rows_the_run_did_not_hold_out(
+    compose_train, root_script, tiny_csv: Path, tmp_path: Path
+) -> None:
+    data = ["data=csv", f"data.files=[{tiny_csv}]", "data.val_source=test"]
+    metrics, _ = root_script("train").train(compose_train(tmp_path / "run", *data))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    evaluate = root_script("evaluate").evaluate
+    same = evaluate(compose_train(tmp_path / "same", f"ckpt_path={ckpt}", config_name="eval"))
+    assert same["test/accuracy"] == metrics["test/accuracy"]  # the rows it held out: accepted
+    frame = pd.read_csv(tiny_csv)
+    frame.iloc[::-1].to_csv(tiny_csv, index=False)  # the same rows, reordered
+    cfg = compose_train(tmp_path / "moved", f"ckpt_path={ckpt}", config_name="eval")
+    with pytest.raises(UserError, match=r"would call test are not the 20 rows the run held out"):
+        evaluate(cfg)
+    assert not (tmp_path / "moved" / "metrics.json").exists()
+    cfg = compose_train(
+        tmp_path / "anyway", f"ckpt_path={ckpt}", "check_test_rows=false", config_name="eval"
+    )
+    with pytest.warns(UserWarning, match="check_test_rows=false"):
+        evaluate(cfg)
+    assert (tmp_path / "anyway" / "metrics.json").is_file()
