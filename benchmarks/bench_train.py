@@ -17,9 +17,16 @@ process (peak RSS = `os.wait4` ru_maxrss of that process and any it waited for):
                    from the median step time (first, graph-tracing step left out) plus the
                    measured validation pass; its accuracy after N steps means nothing
 * frozen           `train.py trainable=false` (pooled vectors cached once, then the head trains)
-* dense            `train.py trainable=true` (exact dense Adam over the whole table), at most
-                   `--max-epochs` epochs (the output says when that cap cut the run short)
+* exact            `train.py trainable=true` (the default: `TouchedRowAdam`, torch's Adam over
+                   the whole table computed on the rows ever touched), until early stopping
+* exact-1          as exact, at most `--max-epochs` epochs, with a digest of the final weights
+* dense            `train.py trainable=true model.dense_table_adam=true` (torch's Adam over
+                   every row every step), at most `--max-epochs` epochs (the output says when
+                   that cap cut the run short), with a digest of the final weights: equal to
+                   exact-1's, or the exact optimizer is not exact
 * sparse           `train.py trainable=true model.sparse_embedding=true` (SparseAdam)
+* exact-ckpt       as exact, at most 2 epochs, with the default checkpoint callbacks (touched
+                   rows and their moments only): checkpoint size and what saving costs
 * sparse-ckpt      as sparse, at most 2 epochs, with the default checkpoint callback (one
                    checkpoint of table + optimizer state per epoch): what checkpointing costs
 * sparse-tb        as sparse with `logger=tensorboard`: what TensorBoard's TF import costs
@@ -33,9 +40,10 @@ like the Keras reference. One-off costs (TF graph tracing, pooling the frozen ca
 loading the table, the final report) are in `process wall s`, not in the epochs.
 
 Targets (this machine): frozen epoch <= 0.1x Keras frozen; sparse epoch <= 1/300 of the Keras
-fine-tuning epoch, with peak RSS <= 3 GB at nnlm128 size (<= 6 GB at wiki250); dense epoch
-<= 0.5x Keras fine-tuning; test accuracy within 1 point of Keras (frozen; fine-tuned only when
-`--max-steps 0` runs Keras's fine-tuning in full).
+fine-tuning epoch; exact epoch <= 1/50 of it and <= 3x the sparse epoch, with exact-1's final
+weights equal to dense's; sparse and exact peak RSS <= 3 GB at nnlm128 size (<= 6 GB at
+wiki250); dense epoch <= 0.5x Keras fine-tuning; test accuracy within 1 point of Keras (frozen;
+fine-tuned only when `--max-steps 0` runs Keras's fine-tuning in full).
 """
 
 from __future__ import annotations
@@ -62,7 +70,19 @@ from parity_train import (
     write_split,
 )
 
-RUNS = ("keras-frozen", "keras-finetune", "frozen", "dense", "sparse", "sparse-ckpt", "sparse-tb")
+RUNS = (
+    "keras-frozen",
+    "keras-finetune",
+    "frozen",
+    "exact",
+    "exact-1",
+    "dense",
+    "sparse",
+    "exact-ckpt",
+    "sparse-ckpt",
+    "sparse-tb",
+)
+DIGESTED = ("exact-1", "dense")  # the same epochs: their final weights must be equal
 RSS_LIMIT_GB = {"nnlm128": 3.0, "wiki250": 6.0}
 COLUMNS = (
     ("epochs", "epochs", "{:.0f}"),
@@ -95,11 +115,19 @@ def run_one(name: str, args: argparse.Namespace, module: Path, artifact: Path, w
         return row
     extra = {
         "frozen": [],
-        "dense": [f"trainer.max_epochs={args.max_epochs}"],
+        "exact": [],
+        "exact-1": [f"trainer.max_epochs={args.max_epochs}"],
+        "exact-ckpt": ["trainer.max_epochs=2"],
+        "dense": [f"trainer.max_epochs={args.max_epochs}", "model.dense_table_adam=true"],
         "sparse": ["model.sparse_embedding=true"],
         "sparse-ckpt": ["model.sparse_embedding=true", "trainer.max_epochs=2"],
         "sparse-tb": ["model.sparse_embedding=true", "logger=tensorboard"],
     }[name]
+    if name in DIGESTED:
+        extra += [
+            "+callbacks.digest._target_=benchmarks.parity_train.WeightsDigest",
+            f"+callbacks.digest.out={work / name / 'digest.json'}",
+        ]
     row = run_ours(
         artifact,
         split,
@@ -107,17 +135,21 @@ def run_one(name: str, args: argparse.Namespace, module: Path, artifact: Path, w
         name != "frozen",
         seed,
         extra,
-        checkpoints=name == "sparse-ckpt",
+        checkpoints=name.endswith("-ckpt"),
     )
-    cap = {"dense": args.max_epochs, "sparse-ckpt": 2}.get(name)
+    cap = {"dense": args.max_epochs, "exact-1": args.max_epochs}.get(name)
+    cap = 2 if name.endswith("-ckpt") else cap
+    if name.endswith("-ckpt"):
+        last = work / name / "checkpoints" / "last.ckpt"
+        row["ckpt_mb"] = last.stat().st_size / 2**20 if last.is_file() else float("nan")
     history = json.loads((work / name / "metrics.json").read_text())
     stopped_early = history.get("val/best_epoch", 0) + 2 <= row["epochs"]
     if cap is not None and row["epochs"] >= cap and not stopped_early:
         row["note"] = f"CAPPED at {cap} epoch(s) before early stopping"
     else:
         row["note"] = "full epochs (early stopping)"
-    if name == "sparse-ckpt":
-        row["note"] += "; default checkpoint callback"
+    if name.endswith("-ckpt"):
+        row["note"] += f"; default checkpoint callbacks, last.ckpt {row['ckpt_mb']:.1f} MiB"
     if name == "frozen":
         row["note"] += f"; pooling cache {row['setup_s']:.2f} s"
     return row
@@ -153,11 +185,18 @@ def targets(rows: dict[str, dict], size: str, keras_ft_full: bool) -> list[tuple
     ratio("frozen", "keras-frozen", 0.1, "frozen epoch <= 0.1x Keras frozen")
     ratio("sparse", "keras-finetune", 1 / 300, "sparse epoch <= 1/300 Keras fine-tune")
     ratio("dense", "keras-finetune", 0.5, "dense epoch <= 0.5x Keras fine-tune")
+    ratio("exact", "keras-finetune", 1 / 50, "exact epoch <= 1/50 Keras fine-tune")
+    ratio("exact", "sparse", 3.0, "exact epoch <= 3x sparse (lazy) epoch")
+    if all(name in rows for name in DIGESTED):
+        a, b = (rows[name]["digest"] for name in DIGESTED)
+        differ = sorted(key for key in a if a[key] != b.get(key))
+        label = f"exact-1 final weights == dense (same seed, {rows['dense']['epochs']} epoch(s))"
+        out.append((label + (f"; differ: {differ}" if differ else ""), not differ and a == b))
     limit = RSS_LIMIT_GB[size]
-    for name in ("sparse", "sparse-ckpt", "dense", "frozen"):
+    for name in ("sparse", "exact", "sparse-ckpt", "exact-ckpt", "dense", "frozen"):
         if name in rows:
             gb = rows[name]["peak_rss_mb"] * 1024 * 1024 / 1e9
-            strict = name == "sparse"
+            strict = name in ("sparse", "exact")
             label = f"{name} peak RSS {gb:.2f} GB <= {limit:g} GB"
             out.append((label if strict else f"{label} (information)", gb <= limit))
     pairs = [("frozen", "keras-frozen")]
@@ -217,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         if name in runs:
             print(f"running {name} ...", flush=True)
             rows[name] = run_one(name, args, module, artifact, work)
-            if name == "sparse-ckpt":
+            if name in DIGESTED:
+                rows[name]["digest"] = json.loads((work / name / "digest.json").read_text())
+            if name.endswith("-ckpt"):
                 shutil.rmtree(work / name / "checkpoints", ignore_errors=True)
     print_rows(rows)
     keras_ft_full = "keras-finetune" in rows and not rows["keras-finetune"]["cut_steps"]

@@ -7,9 +7,9 @@
 #   bash benchmarks/gpu_check.sh --dry-run             # prepare data + table, print the plan
 #   OUT=/some/dir bash benchmarks/gpu_check.sh         # also write gpu_check.{md,json} there
 #
-# Runs `train.py` (frozen / trainable dense / trainable sparse) with `trainer=gpu` at full
+# Runs `train.py` (frozen / trainable exact / dense / sparse) with `trainer=gpu` at full
 # precision and at the mixed precision given, and, when `nvidia-smi -L` lists more than one GPU,
-# the same three with `trainer=ddp` (all GPUs; NCCL, except sparse: gloo, the only backend with a
+# the same runs with `trainer=ddp` (all GPUs; NCCL, except sparse: gloo, the only backend with a
 # sparse all-reduce, see conf/trainer/ddp.yaml). Each run trains at most --epochs epochs (plus
 # Lightning's `max_time` guard) on the seed-fakenews split of benchmarks/parity_train.py, or, where
 # ../shared/data/seed-fakenews is missing, on synthetic headlines of the same row count (the table
@@ -147,7 +147,8 @@ print(f"table: {meta['num_rows']:,} x {meta['dim']} at {artifact}")
 # ---- the plan: (name, trainable, overrides)
 modes = [
     ("frozen", False, []),
-    ("dense", True, []),
+    ("exact", True, []),  # TouchedRowAdam (sparse gradients; dense ones under NCCL DDP)
+    ("dense", True, ["model.dense_table_adam=true"]),
     ("sparse", True, ["model.sparse_embedding=true"]),
 ]
 precisions = ["32-true"] + ([env["precision"]] if env["precision"] not in ("none", "32-true") else [])

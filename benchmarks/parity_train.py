@@ -122,6 +122,25 @@ class EpochTimer(Callback):
         self._close_epoch(trainer)
 
 
+class WeightsDigest(Callback):
+    """At the end of fit, the sha256 of every tensor of the model's state (the embedding table
+    included), written to `out` (JSON): two runs with equal digests ended with equal weights."""
+
+    def __init__(self, out: str) -> None:
+        self.out = Path(out)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import hashlib
+
+        if not trainer.is_global_zero:
+            return
+        digests = {
+            key: hashlib.sha256(value.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+            for key, value in pl_module.state_dict().items()
+        }
+        self.out.write_text(json.dumps(digests, indent=1) + "\n")
+
+
 def code_state() -> str:
     """A fingerprint of the code being measured (the package and its configs change often):
     sha256 over fakenews_pl/*.py, conf/**/*.yaml and train.py, and the newest file's time."""

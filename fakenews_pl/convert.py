@@ -306,10 +306,12 @@ def _read_vocab(saved_model_dir: Path, meta_graph: Any, nodes: list, graphs: lis
 
 
 def _read_vocab_file(path: Path, limit: int) -> list[str]:
-    """Lines as TF's text-file table initializer reads them (one token per line)."""
+    """Lines as TF's text-file table initializer reads them (one token per line; like its
+    line reader, a line's one trailing "\r" is not part of the token: CRLF files read alike)."""
     lines = path.read_bytes().split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
     if limit > 0:
         lines = lines[:limit]
     try:

@@ -28,22 +28,35 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
-from fakenews_pl import batches, fused
+from fakenews_pl import artifact, batches, fused
 from fakenews_pl.batches import epoch_seed
 from fakenews_pl.embedding import HubEmbedding
 from fakenews_pl.errors import ConfigError, UserError
 from fakenews_pl.head import DenseHead
-from fakenews_pl.optim import RowSparseAdam
+from fakenews_pl.optim import RowSparseAdam, TouchedRowAdam
 
 EMBEDDING_PREFIX = "embedding."
+# A fine-tuned table in a checkpoint: the artifact's (by sha256) plus these rows.
+TOUCHED_ROWS, TOUCHED_VALUES = "embedding_touched_rows", "embedding_touched_values"
+
+
+def reduces_sparse_gradients(strategy: Strategy) -> bool:
+    """Whether `strategy` can train a table with sparse gradients: one device, or DDP over gloo
+    (sparse all-reduce exists only in gloo; NCCL, FSDP and DeepSpeed need dense gradients)."""
+    if type(strategy) is SingleDeviceStrategy:
+        return True
+    if type(strategy) is not DDPStrategy:
+        return False
+    backend = strategy.process_group_backend
+    if backend is None:  # Lightning's default for the device
+        backend = "nccl" if strategy.root_device.type == "cuda" else "gloo"
+    return backend == "gloo"
 
 
 def check_strategy(sparse_trainable: bool, strategy: Strategy) -> None:
-    """Refuse strategies that cannot reduce the sparse embedding gradients.
-
-    Sparse all-reduce exists only in gloo; NCCL, FSDP and DeepSpeed need dense gradients.
-    """
-    if not sparse_trainable or type(strategy) is SingleDeviceStrategy:
+    """Refuse strategies that cannot reduce the lazy table's sparse gradients (the exact table
+    optimizer takes dense ones there instead)."""
+    if not sparse_trainable or reduces_sparse_gradients(strategy):
         return
     fix = "use trainer=ddp_cpu (gloo) or model.sparse_embedding=false (dense gradients)"
     if type(strategy) is not DDPStrategy:
@@ -78,6 +91,7 @@ class FakeNewsClassifier(LightningModule):
         adam_eps: float = 1e-7,
         class_names: Sequence[str] = ("Fake", "True"),
         step_threads: int | None = 1,
+        dense_table_adam: bool = False,
     ) -> None:
         super().__init__()
         if step_threads is not None and not (type(step_threads) is int and step_threads >= 1):
@@ -86,8 +100,10 @@ class FakeNewsClassifier(LightningModule):
                 f"(torch's count)"
             )
         self.save_hyperparameters()
+        # Sparse table gradients for both SparseAdam (lazy) and TouchedRowAdam (exact);
+        # dense_table_adam: torch's Adam over the whole table (the reference it equals).
         self.embedding = HubEmbedding.load(
-            embedding_path, trainable=trainable, sparse=sparse_embedding
+            embedding_path, trainable=trainable, sparse=trainable and not dense_table_adam
         )
         if embedding_dim is not None and embedding_dim != self.embedding.dim:
             rank_zero_warn(
@@ -113,6 +129,7 @@ class FakeNewsClassifier(LightningModule):
             self.metrics[f"{split}_accuracy"] = BinaryAccuracy()
         self.history: list[dict[str, float]] = []
         self._val_row: dict[str, float] = {}
+        self._table_hook: Any = None
 
     # ------------------------------------------------------------------ forward
 
@@ -206,6 +223,7 @@ class FakeNewsClassifier(LightningModule):
         """Log the epoch's train metrics and append the epoch to the history. Epochs are
         numbered from 1 in everything a user reads: the logged `epoch` (metrics.csv, and the
         `epoch_NNN.ckpt` names) and the history (metrics.json, curves.png)."""
+        self._sync_table()
         values = self._compute("train")
         self.log_dict(values, prog_bar=True)
         epoch = self.current_epoch + 1
@@ -222,13 +240,18 @@ class FakeNewsClassifier(LightningModule):
     # ------------------------------------------------------------------ setup and optimizers
 
     def setup(self, stage: str) -> None:
-        """Refuse strategies that cannot train this model (see `check_strategy`)."""
+        """Refuse strategies that cannot train this model (see `check_strategy`); where sparse
+        gradients cannot be all-reduced, the exact table optimizer gets dense ones."""
         check_strategy(self.sparse_trainable, self.trainer.strategy)
+        if not reduces_sparse_gradients(self.trainer.strategy):
+            self.embedding.bag.sparse = False
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """Adam for the head; for a trainable table, a second optimizer: Adam (exact, dense)
-        or SparseAdam (lazy: only the rows a minibatch touches). Adam is per-parameter, so
-        two optimizers step exactly as one over both."""
+        """Adam for the head; for a trainable table, a second optimizer: `TouchedRowAdam`
+        (torch's Adam over the whole table, exactly, computed on the rows ever touched: the
+        notebook's optimizer), torch's Adam itself (`dense_table_adam`), or SparseAdam
+        (`sparse_embedding`, lazy: only the rows a minibatch touches move). Adam is
+        per-parameter, so two optimizers step exactly as one over both."""
         hp = self.hparams
         # The fused kernel is the same Adam in one pass over memory: for a dense 1M-row table
         # that is ~4x faster than the per-tensor loop on CPU.
@@ -239,21 +262,62 @@ class FakeNewsClassifier(LightningModule):
         table = [p for p in self.embedding.parameters() if p.requires_grad]
         if table and self.sparse_trainable:
             optimizers.append(RowSparseAdam(table, lr=hp.lr, eps=hp.adam_eps))
-        elif table:
+        elif table and hp.dense_table_adam:
             optimizers.append(torch.optim.Adam(table, lr=hp.lr, eps=hp.adam_eps, fused=fused))
+        elif table:
+            exact = TouchedRowAdam(table, lr=hp.lr, eps=hp.adam_eps, fused=fused)
+            optimizers.append(exact)
+            # It writes moved rows into the table lazily: each lookup syncs the rows it reads.
+            if self._table_hook is not None:
+                self._table_hook.remove()
+            self._table_hook = exact.watch(self.embedding, self.embedding.weight)
         return optimizers
+
+    def _table_optimizer(self) -> TouchedRowAdam | None:
+        """The trainer's `TouchedRowAdam`, if the table trains with it."""
+        if not self.hparams.trainable:
+            return None
+        try:
+            optimizers = self.trainer.optimizers
+        except RuntimeError:  # not attached to a trainer
+            return None
+        return next((o for o in optimizers if isinstance(o, TouchedRowAdam)), None)
+
+    def _sync_table(self) -> None:
+        """Write every row `TouchedRowAdam` has moved into the table."""
+        if (optimizer := self._table_optimizer()) is not None:
+            optimizer.sync(self.embedding.weight)
+
+    def on_train_end(self) -> None:
+        """The table complete when fit ends (reports, checkpoints, `embedding.weight`)."""
+        self._sync_table()
+
+    def _touched_rows(self) -> torch.Tensor | None:
+        """The table rows a `TouchedRowAdam` has moved so far (written into the table now);
+        None for other optimizers."""
+        optimizer = self._table_optimizer()
+        if optimizer is None:
+            return None
+        optimizer.sync(self.embedding.weight)
+        return optimizer.touched_rows(self.embedding.weight)
 
     # ------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the history and the table's sha256; leave a frozen table out."""
+        """Keep the history and the artifact's sha256; of the table, nothing when frozen, the
+        moved rows only after `TouchedRowAdam`, all of it after the other optimizers."""
         checkpoint["embedding_sha256"] = self.embedding.meta.get("sha256")
         checkpoint["history"] = list(self.history)
-        if not self.hparams.trainable:
-            # The frozen table is the artifact's: keep the checkpoint small.
-            state = checkpoint["state_dict"]
-            for key in [k for k in state if k.startswith(EMBEDDING_PREFIX)]:
-                del state[key]
+        state = checkpoint["state_dict"]
+        rows = self._touched_rows()
+        if self.hparams.trainable and rows is None:
+            return
+        # The table is the artifact's except for the rows the optimizer moved: keep those only.
+        for key in [k for k in state if k.startswith(EMBEDDING_PREFIX)]:
+            del state[key]
+        if rows is not None:
+            checkpoint[TOUCHED_ROWS] = rows.cpu().clone()
+            checkpoint[TOUCHED_VALUES] = self.embedding.weight.detach()[rows].cpu()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the history; refill a frozen table from the artifact, if it is the same one."""
@@ -267,5 +331,11 @@ class FakeNewsClassifier(LightningModule):
                 f"{self.hparams.embedding_path} is not the embedding this checkpoint was trained "
                 f"with: sha256 {actual} != {expected}"
             )
-        for key, value in self.embedding.state_dict().items():
+        table = self.embedding.state_dict()
+        if TOUCHED_ROWS in checkpoint:
+            # The artifact's table, as read from disk, with the moved rows written over it.
+            original = artifact.read(self.hparams.embedding_path).table
+            original[checkpoint[TOUCHED_ROWS]] = checkpoint[TOUCHED_VALUES].to(original.dtype)
+            table = {key: original for key in table}
+        for key, value in table.items():
             state[EMBEDDING_PREFIX + key] = value

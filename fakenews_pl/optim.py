@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.optim.adam import adam as functional_adam
@@ -177,3 +178,197 @@ def _row_adam(
     step_size = lr * math.sqrt(1 - beta2**step) / (1 - beta1**step)
     update = -step_size * numer.div_(denom)
     param.index_copy_(0, rows, param.index_select(0, rows).add_(update))
+
+
+class TouchedRowAdam(torch.optim.Optimizer):
+    """`torch.optim.Adam` for an embedding table, exact, computed on the rows ever touched.
+
+    Without weight decay, Adam leaves a parameter whose gradient has been zero since the start
+    where it is (its moments are zero, so is its step), and moves every parameter whose
+    gradient was ever non-zero at every step after (its moments decay). So the full-table update
+    is the update of the rows touched so far: this optimizer keeps that set, growing as new rows
+    get gradients, and runs Adam's own kernel (`torch.optim.adam.adam`, fused where the table
+    lives on CPU or CUDA) on those rows only. Table, moments and step count equal
+    `torch.optim.Adam`'s over the whole table bit for bit (tests/test_optim.py); rows never
+    touched are neither read nor written.
+
+    The touched rows' values live in a compact (K, D) copy that the kernel updates in place;
+    they are written into the table lazily (`sync`): the rows a lookup reads, just before it
+    reads them (`watch` registers that on the embedding module), and all of them at the end of
+    an epoch and before a checkpoint. Writing all K rows back every step would cost more than
+    the update itself.
+
+    Gradients: sparse (`nn.EmbeddingBag(sparse=True)`; coalescing sums a row's occurrences in
+    the order the dense backward does) or dense (rows with a non-zero gradient; for DDP
+    backends without sparse all-reduce). State per table: `step` (as Adam's), `rows` (K,)
+    int64 ascending, `exp_avg` and `exp_avg_sq` (K, D): `state_dict` holds the touched rows'
+    moments only.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        fused: bool | None = None,
+    ) -> None:
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "fused": fused, "maximize": False}
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.ndim != 2:
+                    raise ValueError(f"TouchedRowAdam takes (rows, dim) tables, got {param.ndim}-D")
+        self._reset_buffers()
+
+    def _reset_buffers(self) -> None:
+        """Drop what is rebuilt from `state` and the table: positions, values, gradients."""
+        self._positions: dict[torch.Tensor, torch.Tensor] = {}  # (N,) row -> position, or -1
+        self._values: dict[torch.Tensor, torch.Tensor] = {}  # (K, D) current touched rows
+        self._grads: dict[torch.Tensor, torch.Tensor] = {}  # (K, D), zero but the last step's
+        self._written: dict[torch.Tensor, torch.Tensor] = {}  # positions the last step wrote
+        self._stale: set[torch.Tensor] = set()  # tables whose touched rows are not written yet
+
+    def touched_rows(self, param: torch.Tensor) -> torch.Tensor:
+        """(K,) the rows of `param` that have had a gradient, ascending."""
+        state = self.state.get(param)
+        return state["rows"] if state else torch.empty(0, dtype=torch.int64)
+
+    @torch.no_grad()
+    def sync(self, param: torch.Tensor | None = None, ids: torch.Tensor | None = None) -> None:
+        """Write the current values of touched rows into the table: those among `ids`, or all
+        (then the table is complete until the next step). `param`: every table when None."""
+        params = [param] if param is not None else list(self._values)
+        for table in params:
+            if table not in self._stale:
+                continue
+            values, rows = self._values[table], self.state[table]["rows"]
+            if ids is None:
+                table.index_copy_(0, rows, values)
+                self._stale.discard(table)
+                continue
+            positions = self._positions[table].index_select(0, ids)
+            known = positions >= 0
+            table.index_put_((ids[known],), values.index_select(0, positions[known]))
+
+    def watch(self, module: torch.nn.Module, param: torch.Tensor) -> Any:
+        """Sync `param`'s rows among the ids of each `module(ids, ...)` call before it runs;
+        returns the hook handle."""
+        return module.register_forward_pre_hook(lambda _, args: self.sync(param, args[0]))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One Adam step of every touched row (rows first touched now included)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    self._step_table(param, param.grad, group)
+        return loss
+
+    def _step_table(self, param: torch.Tensor, grad: torch.Tensor, group: dict) -> None:
+        if grad.is_sparse:
+            grad = grad.coalesce()  # one row per index, summed as the dense backward sums
+            grad_rows, grad_values = grad._indices()[0], grad._values()
+        else:
+            grad_rows = grad.ne(0).any(dim=1).nonzero().squeeze(1)
+            grad_values = grad.index_select(0, grad_rows)
+        state = self.state[param]
+        if not state:
+            fused = _fused(group, param)
+            device = param.device if fused else torch.device("cpu")
+            state["step"] = torch.zeros((), dtype=torch.float32, device=device)
+            state["rows"] = torch.empty(0, dtype=torch.int64, device=param.device)
+            state["exp_avg"] = param.new_zeros((0, param.shape[1]))
+            state["exp_avg_sq"] = param.new_zeros((0, param.shape[1]))
+        positions = self._position_map(param)
+        new = grad_rows[positions.index_select(0, grad_rows) < 0]
+        if len(new):
+            self._add_rows(param, state, new)
+            positions = self._positions[param]
+        values, grads = self._values[param], self._grads[param]
+        # (K, D) this step's gradient: zero but for the rows it has
+        grad_positions = positions.index_select(0, grad_rows)
+        grads.index_fill_(0, self._written[param], 0.0)
+        grads.index_copy_(0, grad_positions, grad_values)
+        self._written[param] = grad_positions
+        beta1, beta2 = group["betas"]
+        functional_adam(
+            [values],
+            [grads],
+            [state["exp_avg"]],
+            [state["exp_avg_sq"]],
+            [],
+            [state["step"]],
+            fused=_fused(group, param),
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=0.0,
+            eps=group["eps"],
+            maximize=False,
+        )
+        self._stale.add(param)
+
+    def _add_rows(self, param: torch.Tensor, state: dict, new: torch.Tensor) -> None:
+        """Merge rows touched for the first time into the (ascending) touched set: zero
+        moments, their values from the table (which untouched rows never leave)."""
+        self.sync(param)  # values below are re-gathered in the new order
+        rows = torch.cat([state["rows"], new])
+        order = rows.argsort()
+        zeros = param.new_zeros((len(new), param.shape[1]))
+        state["rows"] = rows[order]
+        state["exp_avg"] = torch.cat([state["exp_avg"], zeros])[order]
+        state["exp_avg_sq"] = torch.cat([state["exp_avg_sq"], zeros])[order]
+        self._positions.pop(param, None)
+        self._values.pop(param, None)
+        self._position_map(param)
+
+    def _position_map(self, param: torch.Tensor) -> torch.Tensor:
+        """(N,) position of each table row in `rows`, -1 for rows never touched; also builds
+        the compact values (from the synced table) and gradient buffers."""
+        positions = self._positions.get(param)
+        if positions is None:
+            state = self.state[param]
+            rows = state["rows"]
+            positions = torch.full((param.shape[0],), -1, dtype=torch.int64, device=param.device)
+            positions[rows] = torch.arange(len(rows), device=param.device)
+            self._positions[param] = positions
+            self.sync(param)
+            self._values[param] = param.detach().index_select(0, rows)
+            self._grads[param] = torch.zeros_like(self._values[param])
+            self._written[param] = torch.empty(0, dtype=torch.int64, device=param.device)
+        return positions
+
+    def state_dict(self) -> dict[str, Any]:
+        """Adam's `state_dict`; the table is complete (synced) from here on."""
+        self.sync()
+        return super().state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Adam's `load_state_dict`, keeping `rows` as int64 (the base class would cast it to
+        the table's float dtype); the table must hold the values saved with it."""
+        rows = {key: value["rows"] for key, value in state_dict["state"].items()}
+        stripped = {
+            **state_dict,
+            "state": {
+                key: {k: v for k, v in value.items() if k != "rows"}
+                for key, value in state_dict["state"].items()
+            },
+        }
+        super().load_state_dict(stripped)
+        params = [p for group in self.param_groups for p in group["params"]]
+        for key, value in rows.items():
+            param = params[int(key)]
+            self.state[param]["rows"] = value.to(device=param.device, dtype=torch.int64)
+        self._reset_buffers()
+
+
+def _fused(group: dict, param: torch.Tensor) -> bool:
+    """Adam's fused kernel where the group asks for it (default: on CPU and CUDA tables)."""
+    fused = group.get("fused")
+    return param.device.type in ("cpu", "cuda") if fused is None else bool(fused)

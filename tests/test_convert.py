@@ -414,3 +414,15 @@ def test_tf1_savedmodel_of_the_v1_exporter_converts_exactly(tmp_path):
     expected = convert_mod.tf_embed_fn(module)(EDGE)
     actual = HubEmbedding.load(tmp_path / "out").embed_texts(EDGE).numpy()
     np.testing.assert_array_equal(actual, expected)
+
+
+def test_a_vocabulary_with_crlf_line_ends_converts(tmp_path):
+    """TF's text-file initializer drops a line's trailing "\\r": a tokens file written on
+    Windows gives the same tokens, and the conversion must agree."""
+    table = np.random.default_rng(7).normal(size=(len(VOCAB) + 3, 8)).astype(np.float32)
+    module = export_text_embedding(tmp_path / "crlf", VOCAB, table, oov_buckets=3)
+    (asset,) = (module / "assets").iterdir()
+    asset.write_bytes(asset.read_bytes().replace(b"\n", b"\r\n"))
+    meta = convert(str(module), tmp_path / "out", show_progress=False)
+    assert meta["parity"]["max_abs_diff"] <= 1e-6
+    assert HubEmbedding.load(tmp_path / "out").tokenizer.vocab_size == len(VOCAB)

@@ -96,7 +96,7 @@ class _ThreadCounts(Callback):
 
 
 @pytest.mark.parametrize("fuse", [True, False], ids=["fused", "lightning"])
-@pytest.mark.parametrize("table", ["frozen", "dense", "sparse"])
+@pytest.mark.parametrize("table", ["frozen", "finetuned", "sparse"])
 def test_step_threads_train_identical_weights_and_restore_the_count(
     demo_assets: dict, two_threads: int, monkeypatch: pytest.MonkeyPatch, fuse: bool, table: str
 ) -> None:

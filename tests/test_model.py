@@ -10,6 +10,7 @@ from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy
 from fakenews_pl import artifact
 from fakenews_pl.errors import ConfigError, UserError
 from fakenews_pl.model import FakeNewsClassifier, check_strategy
+from fakenews_pl.optim import TouchedRowAdam
 
 
 def make_model(embedding: Path, **kwargs) -> FakeNewsClassifier:
@@ -36,14 +37,18 @@ def test_frozen_model_optimizes_the_head_with_keras_adam(demo_assets: dict) -> N
     assert not model.embedding.weight.requires_grad
 
 
-def test_dense_finetuning_puts_the_table_in_adam(demo_assets: dict) -> None:
+def test_finetuning_puts_the_table_in_the_exact_touched_row_adam(demo_assets: dict) -> None:
     model = make_model(demo_assets["embedding"], trainable=True)
     head_opt, table_opt = model.configure_optimizers()
-    assert type(table_opt) is torch.optim.Adam and table_opt.defaults["eps"] == 1e-7
+    assert type(table_opt) is TouchedRowAdam and table_opt.defaults["eps"] == 1e-7
     assert table_opt.param_groups[0]["params"] == [model.embedding.weight]
+    assert model.embedding.bag.sparse  # row gradients
     assert {id(p) for p in head_opt.param_groups[0]["params"]} == {
         id(p) for p in model.head.parameters()
     }
+    reference = make_model(demo_assets["embedding"], trainable=True, dense_table_adam=True)
+    _, table_opt = reference.configure_optimizers()
+    assert type(table_opt) is torch.optim.Adam and not reference.embedding.bag.sparse
 
 
 def test_sparse_finetuning_uses_sparse_adam_on_sparse_gradients(demo_assets: dict) -> None:
@@ -95,7 +100,8 @@ def test_frozen_checkpoint_leaves_the_table_out_and_restores_it(
 
 
 def test_trainable_checkpoint_keeps_the_table(demo_assets: dict) -> None:
-    model = make_model(demo_assets["embedding"], trainable=True)
+    """Without the touched-row optimizer (lazy or dense Adam) the whole table is saved."""
+    model = make_model(demo_assets["embedding"], trainable=True, dense_table_adam=True)
     checkpoint = {"state_dict": model.state_dict()}
     model.on_save_checkpoint(checkpoint)
     table = [v for k, v in checkpoint["state_dict"].items() if k.startswith("embedding.")]

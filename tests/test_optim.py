@@ -4,7 +4,7 @@ RowSparseAdam vs SparseAdam."""
 import pytest
 import torch
 
-from fakenews_pl.optim import AdamStep, RowSparseAdam, stepper
+from fakenews_pl.optim import AdamStep, RowSparseAdam, TouchedRowAdam, stepper
 
 
 def _parameters(seed: int) -> list[torch.nn.Parameter]:
@@ -84,3 +84,104 @@ def test_row_sparse_adam_refuses_dense_gradients() -> None:
     weight.grad = torch.ones(3, 2)
     with pytest.raises(RuntimeError, match="dense gradients"):
         RowSparseAdam([weight]).step()
+
+
+def _touch_schedule(rows: int, steps: int, seed: int) -> list[torch.Tensor]:
+    """Per step, the (repeated) row ids a batch uses: few rows early, new rows first used late."""
+    generator = torch.Generator().manual_seed(seed)
+    schedule = []
+    for step in range(steps):
+        upper = min(rows, 4 + 6 * step)  # the vocabulary in use grows: rows first touched late
+        ids = torch.randint(0, upper, (12,), generator=generator)
+        schedule.append(torch.cat([ids, ids[:4]]))  # repeated rows within a batch
+    return schedule
+
+
+def _sparse_grad(table: torch.Tensor, ids: torch.Tensor, seed: int) -> torch.Tensor:
+    """The sparse gradient `nn.EmbeddingBag(sparse=True)` gives for a random upstream gradient."""
+    leaf = table.detach().requires_grad_()
+    bag = torch.nn.functional.embedding_bag(
+        ids, leaf, torch.tensor([0, 5, 9]), mode="sum", sparse=True
+    )
+    bag.backward(torch.randn(bag.shape, generator=torch.Generator().manual_seed(seed)))
+    return leaf.grad
+
+
+@pytest.mark.parametrize(
+    ("rows", "dim", "fused"), [(60, 128, True), (41, 250, True), (37, 7, False)]
+)
+def test_touched_row_adam_equals_adam_over_the_whole_table(
+    rows: int, dim: int, fused: bool
+) -> None:
+    torch.manual_seed(rows)
+    start = torch.randn(rows, dim)
+    dense = torch.nn.Parameter(start.clone())
+    ours = torch.nn.Parameter(start.clone())
+    reference = torch.optim.Adam([dense], lr=1e-2, eps=1e-7, fused=fused)
+    optimizer = TouchedRowAdam([ours], lr=1e-2, eps=1e-7, fused=fused)
+    for step, ids in enumerate(_touch_schedule(rows, 12, seed=dim)):
+        grad = _sparse_grad(start, ids, seed=step)
+        dense.grad = grad.to_dense()  # what the dense backward gives, bit for bit
+        ours.grad = grad
+        reference.step()
+        optimizer.step()
+        if step % 3 == 0:  # a lookup of some rows writes just those (others stay lazy)
+            optimizer.sync(ours, ids)
+            assert torch.equal(ours[ids], dense[ids]), step
+        else:
+            optimizer.sync()
+            assert torch.equal(ours, dense), step
+    state, reference_state = optimizer.state[ours], reference.state[dense]
+    touched = state["rows"]
+    assert len(touched) < rows  # some rows were never touched: never read nor written
+    assert torch.equal(state["step"], reference_state["step"])
+    assert torch.equal(state["exp_avg"], reference_state["exp_avg"][touched])
+    assert torch.equal(state["exp_avg_sq"], reference_state["exp_avg_sq"][touched])
+    untouched = torch.ones(rows, dtype=torch.bool)
+    untouched[touched] = False
+    assert not reference_state["exp_avg"][untouched].any()  # the premise: zero moments there
+    assert torch.equal(dense[untouched], start[untouched])
+
+
+def test_touched_row_adam_resumes_mid_run_exactly(tmp_path) -> None:
+    rows, dim = 50, 16
+    start = torch.randn(rows, dim)
+    schedule = _touch_schedule(rows, 10, seed=3)
+    whole = torch.nn.Parameter(start.clone())
+    optimizer = TouchedRowAdam([whole], lr=1e-2, eps=1e-7)
+    for step, ids in enumerate(schedule):
+        whole.grad = _sparse_grad(start, ids, seed=step)
+        optimizer.step()
+    first = torch.nn.Parameter(start.clone())
+    before = TouchedRowAdam([first], lr=1e-2, eps=1e-7)
+    for step, ids in enumerate(schedule[:4]):
+        first.grad = _sparse_grad(start, ids, seed=step)
+        before.step()
+    state = before.state_dict()  # writes every moved row into the table first
+    torch.save({"table": first.detach(), "optimizer": state}, tmp_path / "c.pt")
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert saved["optimizer"]["state"][0]["rows"].dtype == torch.int64
+    assert saved["optimizer"]["state"][0]["exp_avg"].shape[0] < rows  # touched rows only
+    resumed = torch.nn.Parameter(saved["table"].clone())
+    after = TouchedRowAdam([resumed], lr=1e-2, eps=1e-7)
+    after.load_state_dict(saved["optimizer"])
+    for step, ids in enumerate(schedule[4:], start=4):
+        resumed.grad = _sparse_grad(start, ids, seed=step)
+        after.step()
+    after.sync()
+    optimizer.sync()
+    assert torch.equal(resumed, whole)
+
+
+def test_touched_row_adam_takes_dense_gradients_too() -> None:
+    start = torch.randn(30, 8)
+    a, b = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    sparse, dense = TouchedRowAdam([a], lr=1e-2), TouchedRowAdam([b], lr=1e-2)
+    for step, ids in enumerate(_touch_schedule(30, 6, seed=1)):
+        grad = _sparse_grad(start, ids, seed=step)
+        a.grad, b.grad = grad, grad.to_dense()
+        sparse.step()
+        dense.step()
+    sparse.sync()
+    dense.sync()
+    assert torch.equal(a, b)

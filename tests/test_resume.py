@@ -41,6 +41,12 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     [
         (True, [], ["+callbacks.kill.epoch=12"]),  # early stopping ends it (~25 epochs)
         (False, ["trainer.max_epochs=4"], ["+callbacks.kill.epoch=3", "+callbacks.kill.batch=5"]),
+        # fine-tuned with the exact touched-row Adam: its rows and moments resume too
+        (
+            False,
+            ["trainable=true", "trainer.max_epochs=3"],
+            ["+callbacks.kill.epoch=2", "+callbacks.kill.batch=7"],
+        ),
     ],
 )
 def test_a_killed_run_resumes_to_the_same_end(
@@ -66,6 +72,12 @@ def test_a_killed_run_resumes_to_the_same_end(
     assert json.loads((resumed_run / "metrics.json").read_text()) == expected
     a, b = _weights(whole_run), _weights(resumed_run)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = "embedding_touched_rows"
+    ckpts = [torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in runs[-1:]]
+    whole_ckpt = torch.load(whole_run / "checkpoints" / "last.ckpt", weights_only=True)
+    if rows in whole_ckpt:  # the fine-tuned table: the same rows moved to the same values
+        for key in (rows, "embedding_touched_values"):
+            assert torch.equal(ckpts[0][key], whole_ckpt[key])
 
 
 def test_last_ckpt_holds_the_final_epoch_and_evaluate_reproduces_the_report(
