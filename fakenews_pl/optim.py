@@ -100,10 +100,7 @@ class RowSparseAdam(torch.optim.SparseAdam):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """SparseAdam's step on the rows of each coalesced sparse gradient."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         self.update()
         return loss
 
@@ -259,10 +256,7 @@ class TouchedRowAdam(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One Adam step of every touched row (rows first touched now included)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             for param in group["params"]:
                 if param.grad is not None:
@@ -366,6 +360,14 @@ class TouchedRowAdam(torch.optim.Optimizer):
             param = params[int(key)]
             self.state[param]["rows"] = value.to(device=param.device, dtype=torch.int64)
         self._reset_buffers()
+
+
+def _closure_loss(closure: Callable[[], float] | None) -> float | None:
+    """What `Optimizer.step(closure)` returns: the closure's loss, evaluated with grad on."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
 
 
 def _fused(group: dict, param: torch.Tensor) -> bool:

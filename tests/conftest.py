@@ -9,6 +9,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -140,3 +141,19 @@ def seed_data() -> Path:
 # =============================================================================================
 # End of the training and evaluation fixtures
 # =============================================================================================
+
+
+@pytest.fixture
+def hash_counter(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """Counts `artifact.sha256_file` calls by file name from here on."""
+    from fakenews_pl import artifact
+
+    counts: Counter = Counter()
+    real = artifact.sha256_file
+
+    def counting(path, *args, **kwargs):
+        counts[Path(path).name] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(artifact, "sha256_file", counting)
+    return counts

@@ -114,26 +114,14 @@ def test_update_meta_keeps_the_checksum_valid(tmp_path: Path) -> None:
         artifact.read_meta(emb)
 
 
-def count_hashes(monkeypatch: pytest.MonkeyPatch) -> Counter:
-    """Count `artifact.sha256_file` calls by file name."""
-    counts: Counter = Counter()
-    real = artifact.sha256_file
-
-    def counting(path, *args, **kwargs):
-        counts[Path(path).name] += 1
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(artifact, "sha256_file", counting)
-    return counts
-
-
 def test_verification_is_memoized_until_a_file_changes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hash_counter: Counter
 ) -> None:
     monkeypatch.setattr(artifact, "SETTLED_NS", 20_000_000)  # 20 ms instead of 2 s
     emb = write(tmp_path / "emb")
     time.sleep(0.05)  # the files have settled
-    counts = count_hashes(monkeypatch)
+    counts = hash_counter
+    counts.clear()  # count from here, not the writing
     first = artifact.verified_meta(emb)
     assert artifact.verified_meta(emb) == first and artifact.read(emb).meta["sha256"]
     assert counts == {artifact.TABLE_FILE: 1, artifact.VOCAB_FILE: 1}
@@ -143,12 +131,13 @@ def test_verification_is_memoized_until_a_file_changes(
 
 
 def test_files_changed_just_before_hashing_are_hashed_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, hash_counter: Counter
 ) -> None:
     # Written, verified and altered at once, possibly within one timestamp tick: size, mtime
     # and ctime may all be unchanged, so a fresh directory is never trusted from the memo.
     emb = write(tmp_path / "emb")
-    counts = count_hashes(monkeypatch)
+    counts = hash_counter
+    counts.clear()  # count from here, not the writing
     artifact.verified_meta(emb)
     swap_first_vocab_lines(emb)
     with pytest.raises(artifact.ArtifactError, match="vocab.txt: sha256"):

@@ -249,19 +249,17 @@ def test_an_altered_vocabulary_never_poisons_the_token_cache(
 
 
 def test_a_run_hashes_the_table_once_and_before_tokenizing(
-    tmp_path: Path, tiny_csv: Path, demo_assets: dict, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    tiny_csv: Path,
+    demo_assets: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    hash_counter: Counter,
 ) -> None:
     monkeypatch.setattr(artifact, "SETTLED_NS", 20_000_000)  # 20 ms instead of 2 s
     emb = copy_embedding(demo_assets["embedding"], tmp_path / "emb")
     time.sleep(0.05)  # the copied files have settled
-    hashed: Counter = Counter()
-    real = artifact.sha256_file
-
-    def counting(path, *args, **kwargs):
-        hashed[Path(path).name] += 1
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(artifact, "sha256_file", counting)
+    hashed = hash_counter
+    hashed.clear()  # count from here
     load_csv(tiny_csv, emb)  # the corpus verifies the whole artifact ...
     assert hashed[artifact.TABLE_FILE] == 1 and hashed[artifact.VOCAB_FILE] == 1
     HubEmbedding.load(emb)  # ... and the model's load in the same process trusts that
