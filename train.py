@@ -6,6 +6,7 @@ python train.py trainable=true model.sparse_embedding=true trainer=ddp_cpu
 """
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     Only rank 0 reports; other ranks return empty metrics.
     """
+    started = time.perf_counter()
     config.check_train_config(cfg)
     seed_everything(cfg.seed, workers=True, verbose=False)
     pipeline.clean_stale_temporaries(cfg)
@@ -38,6 +40,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     reported = pipeline.weights_for_report(trainer, model, cfg.report_on)
     info = {"weights": pipeline.REPORT_ON[cfg.report_on]}
     metrics = pipeline.write_report(reported, datamodule, cfg.paths.output_dir, info, synthetic)
+    pipeline.write_run_info(cfg, trainer, started)
     return metrics, {**objects, "reported_model": reported}
 
 

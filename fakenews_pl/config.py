@@ -122,11 +122,36 @@ def check_trainer(cfg: DictConfig) -> None:
         )
 
 
-def check_train_config(cfg: DictConfig) -> None:
+def in_multirun() -> bool:
+    """Whether this process is a job of a Hydra multirun (`-m`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def check_multirun_strategy(cfg: DictConfig, multirun: bool) -> None:
+    """Refuse `trainer=ddp` in a multirun: its launcher re-runs the whole command line (the
+    sweep with it) in every child process; `trainer=ddp_spawn` spawns them from the job."""
+    strategy = cfg.trainer.get("strategy")
+    if not multirun or not isinstance(strategy, DictConfig):
+        return
+    is_ddp = str(strategy.get("_target_", "")).endswith("DDPStrategy")
+    _require(
+        not is_ddp or strategy.get("start_method", "popen") != "popen",
+        "trainer.strategy.start_method",
+        strategy.get("start_method", "popen"),
+        "spawn under -m (trainer=ddp_spawn, or hydra/launcher=joblib with one device a job): "
+        "trainer=ddp re-runs the whole command in every child process, the sweep included",
+    )
+
+
+def check_train_config(cfg: DictConfig, multirun: bool | None = None) -> None:
     """Everything `train.py` reads, before it writes or reads anything."""
     check_model(cfg)
     check_data(cfg)
     check_trainer(cfg)
+    check_multirun_strategy(cfg, in_multirun() if multirun is None else multirun)
     _check(cfg, "report_on", lambda v: v in REPORT_ON, f"one of {list(REPORT_ON)}")
     _check(cfg, "seed", _is_int, "an integer")
     _check(cfg, "trainable", lambda v: isinstance(v, bool), "true or false")

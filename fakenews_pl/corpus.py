@@ -6,7 +6,9 @@ labels encoded, texts tokenized once (cached on disk), and the stratified splits
     rows = split(corpus, file_rows=True, ...)   # {"train", "val", "test"}: index arrays
 
 `fmt="notebook"` reads the notebook's columns and rebuilds its input exactly:
-`" ".join(new_cleaning(for_glove))`; `fmt="csv"` takes `text_column` as it is. Labels are
+`" ".join(new_cleaning(for_glove))`; `fmt="csv"` takes `text_column` as it is; `fmt="isot"`
+reads the Kaggle / ISOT "Fake and real news" files (`isot_paths(dir)`: `Fake.csv`, `True.csv`,
+the label is the file's) with `text_field` title, text or both (`read_isot_csv`). Labels are
 numbered like sklearn's `LabelEncoder` (sorted names: `Fake`=0, `True`=1) unless `label_names`
 fixes the order.
 """
@@ -19,6 +21,8 @@ import gzip
 import hashlib
 import json
 import os
+import re
+import warnings
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -34,7 +38,14 @@ from fakenews_pl import artifact, temporaries
 from fakenews_pl.errors import UserError
 from fakenews_pl.tokenizer import HubTokenizer
 
-FORMATS = ("notebook", "csv")
+FORMATS = ("notebook", "csv", "isot")
+# The Kaggle / ISOT "Fake and real news" dataset: one file per class, named after its label.
+ISOT_FILES = ("Fake.csv", "True.csv")
+ISOT_COLUMNS = "title,text,subject,date"
+TEXT_FIELDS = ("title", "text", "both")
+# ISOT's real articles are all Reuters wire copy opening "WASHINGTON (Reuters) - ",
+# "SEOUL/BEIJING (Reuters) - " or "(Reuters) - ": the source, not the veracity.
+REUTERS_DATELINE = re.compile(r"^[^(\n]{0,120}\(Reuters\)\s*[-\u2013\u2014]?\s*")
 # 2: keyed by a verified artifact. A version-1 entry may hold the ids of an altered vocabulary
 # under the genuine artifact's key, so none is reused.
 _CACHE_VERSION = 2
@@ -93,6 +104,60 @@ def read_labelled_csv(
         _require_lists(path, texts, text_column)
         texts = notebook_text(texts)
     return texts.to_numpy(dtype=object), frame[label_column].to_numpy(dtype=str)
+
+
+def isot_paths(directory: str | os.PathLike) -> list[Path]:
+    """`Fake.csv` and `True.csv` in `directory`, in the order of their labels (Fake=0, True=1)."""
+    return [Path(directory) / name for name in ISOT_FILES]
+
+
+def read_isot_csv(
+    path: str | os.PathLike, text_field: str = "title", strip_dateline: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(texts, labels) from `Fake.csv` or `True.csv` of the ISOT dataset, or a `DataError`.
+
+    Every label is the file's name without `.csv` (`Fake`, `True`). `text_field`: `title`,
+    `text`, or `both` (title, one space, text: the embedding pools a bag of words, so no
+    sentence mark is added). `strip_dateline` removes a text's leading "CITY (Reuters) - ".
+    Rows whose text is blank are left out with a warning (Fake.csv has ~600 articles whose
+    text is a single space: as empty bags they would be a label of their own).
+    """
+    path = Path(path)
+    if text_field not in TEXT_FIELDS:
+        raise ValueError(f"text_field must be one of {TEXT_FIELDS}, got {text_field!r}")
+    if not path.is_file():
+        raise DataError(
+            f"{path}: no such data file; data=isot expects data.dir to hold "
+            f"{' and '.join(ISOT_FILES)} of the Kaggle / ISOT 'Fake and real news' dataset"
+        )
+    header = read_header(path)
+    columns = ["title", "text"] if text_field == "both" else [text_field]
+    for column in columns:
+        if column not in header:
+            raise DataError(
+                f"{path}: missing column {column!r} (data.text_field={text_field}); the file has "
+                f"columns {header}; expected the ISOT columns {ISOT_COLUMNS}"
+            )
+    # Empty cells are empty strings: a blank text is left out below, not refused.
+    frame = _read_csv(path, usecols=columns, dtype=str, keep_default_na=False)
+    if frame.empty:
+        raise DataError(f"{path} has no data rows; expected at least one article")
+    if "text" in columns and strip_dateline:
+        frame["text"] = frame["text"].str.replace(REUTERS_DATELINE, "", n=1, regex=True)
+    texts = frame[columns[0]].str.strip()
+    if text_field == "both":
+        texts = (texts + " " + frame["text"].str.strip()).str.strip()
+    blank = int((texts == "").sum())
+    if blank == len(texts):
+        raise DataError(f"{path}: every row's {text_field} is blank; expected text to classify")
+    if blank:
+        warnings.warn(
+            f"{path}: left out {blank} of {len(texts)} rows whose {text_field} is blank",
+            stacklevel=2,
+        )
+        texts = texts[texts != ""]
+    label = path.name.split(".")[0]
+    return texts.to_numpy(dtype=object), np.full(len(texts), label)
 
 
 def read_header(path: Path) -> list[str]:
@@ -250,15 +315,24 @@ def load(
     label_names: Sequence[str] | None = None,
     cache_dir: str | os.PathLike | None = None,
     labels_from: int | None = None,
+    text_field: str = "title",
+    strip_dateline: bool = True,
 ) -> Corpus:
     """Read, validate and tokenize `paths` for the embedding at `embedding_path`.
 
     Class names are `label_names`, else the sorted labels of the first `labels_from` files
-    (all of them by default), like `LabelEncoder` fitted on the training data.
+    (all of them by default), like `LabelEncoder` fitted on the training data. `text_field`
+    and `strip_dateline` are `fmt="isot"`'s (`read_isot_csv`).
     """
     if fmt not in FORMATS:
         raise ValueError(f"data.format must be one of {FORMATS}, got {fmt!r}")
-    read = [read_labelled_csv(p, text_column, label_column, fmt == "notebook") for p in paths]
+    if fmt == "isot":
+        read = [read_isot_csv(p, text_field, strip_dateline) for p in paths]
+        label_column = "label (the file's name)"
+        text_spec = {"format": fmt, "text_field": text_field, "strip_dateline": strip_dateline}
+    else:
+        read = [read_labelled_csv(p, text_column, label_column, fmt == "notebook") for p in paths]
+        text_spec = {"format": fmt, "text_column": text_column}
     if label_names is not None:
         names = [str(name) for name in label_names]
     else:
@@ -269,7 +343,6 @@ def load(
     # checks the vocabulary bytes it is built from against the same hash.
     meta = artifact.verified_meta(embedding_path)
     tokenizer = functools.cache(lambda: artifact.read_tokenizer(embedding_path, meta))
-    text_spec = {"format": fmt, "text_column": text_column}
     parts = []
     for path, (texts, labels) in zip(paths, read, strict=True):
         codes = encode_labels(path, labels, names, label_column)

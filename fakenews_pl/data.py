@@ -35,14 +35,32 @@ def check_options(
     train_csv: str | None,
     test_csv: str | None,
     label_names: Sequence[str] | None,
+    dir: str | None = None,
+    text_field: str = "title",
 ) -> None:
     """Refuse option combinations the data module cannot use, naming the `data.*` keys."""
     if format not in corpus.FORMATS:
         raise ConfigError(f"data.format must be one of {corpus.FORMATS}, got {format!r}")
     if val_source not in VAL_SOURCES:
         raise ConfigError(f"data.val_source must be one of {VAL_SOURCES}, got {val_source!r}")
+    if text_field not in corpus.TEXT_FIELDS:
+        raise ConfigError(
+            f"data.text_field must be one of {corpus.TEXT_FIELDS}, got {text_field!r}"
+        )
     pair = train_csv is not None or test_csv is not None
-    if bool(files) == pair or (pair and not (train_csv and test_csv)):
+    if format == "isot":
+        if not dir or files or pair:
+            raise ConfigError(
+                "data=isot reads Fake.csv and True.csv in data.dir and splits them: give "
+                f"data.dir and leave data.files, data.train_csv and data.test_csv null; got "
+                f"dir={dir}, files={files}, train_csv={train_csv}, test_csv={test_csv}"
+            )
+        if label_names is not None and sorted(map(str, label_names)) != ["Fake", "True"]:
+            raise ConfigError(
+                "data=isot labels rows by their file, Fake or True: data.label_names must "
+                f"name those two, got {list(label_names)}"
+            )
+    elif bool(files) == pair or (pair and not (train_csv and test_csv)):
         raise ConfigError(
             "give either data.files (split into train/test) or both data.train_csv and "
             f"data.test_csv; got files={files}, train_csv={train_csv}, test_csv={test_csv}"
@@ -55,10 +73,12 @@ class FakeNewsDataModule(LightningDataModule):
     """Labelled texts from CSV files, split train/val/test, tokenized for one embedding.
 
     Give either `train_csv` and `test_csv`, or `files` (split into train/test by a seeded
-    stratified `test_size` split). Validation is a seeded stratified `val_fraction` of train,
-    or the test set itself with `val_source="test"` (what the notebook does). Training batches
-    hold `batch_size` rows (the notebook's 32); on one process with `fuse_train_batches` a
-    whole epoch of them is one batch (`fakenews_pl.fused`).
+    stratified `test_size` split), or with `format="isot"` the `dir` holding the ISOT dataset's
+    `Fake.csv` and `True.csv` (split like `files`; `text_field` title, text or both, and
+    `strip_dateline`: `corpus.read_isot_csv`). Validation is a seeded stratified
+    `val_fraction` of train, or the test set itself with `val_source="test"` (what the notebook
+    does). Training batches hold `batch_size` rows (the notebook's 32); on one process with
+    `fuse_train_batches` a whole epoch of them is one batch (`fakenews_pl.fused`).
     """
 
     def __init__(
@@ -80,9 +100,12 @@ class FakeNewsDataModule(LightningDataModule):
         fuse_train_batches: bool = True,
         cache_dir: str | None = None,
         num_workers: int = 0,
+        dir: str | None = None,
+        text_field: str = "title",
+        strip_dateline: bool = True,
     ) -> None:
         super().__init__()
-        check_options(format, val_source, files, train_csv, test_csv, label_names)
+        check_options(format, val_source, files, train_csv, test_csv, label_names, dir, text_field)
         self.save_hyperparameters()
         self.corpus: corpus.Corpus | None = None
         self.rows: dict[str, np.ndarray] = {}
@@ -92,7 +115,14 @@ class FakeNewsDataModule(LightningDataModule):
     def paths(self) -> list[str]:
         """The data files, in the order they are read."""
         hp = self.hparams
+        if hp.format == "isot":
+            return [str(path) for path in corpus.isot_paths(hp.dir)]
         return list(hp.files) if hp.files else [hp.train_csv, hp.test_csv]
+
+    @property
+    def split_files(self) -> bool:
+        """Whether all files together are split into train/test (else: train file, test file)."""
+        return self.hparams.format == "isot" or bool(self.hparams.files)
 
     @property
     def class_names(self) -> list[str]:
@@ -113,10 +143,12 @@ class FakeNewsDataModule(LightningDataModule):
             hp.label_column,
             hp.label_names,
             hp.cache_dir,
-            labels_from=None if hp.files else 1,  # LabelEncoder on the training data
+            labels_from=None if self.split_files else 1,  # LabelEncoder on the training data
+            text_field=hp.text_field,
+            strip_dateline=hp.strip_dateline,
         )
         self.rows = corpus.split(
-            self.corpus, bool(hp.files), hp.test_size, hp.val_fraction,
+            self.corpus, self.split_files, hp.test_size, hp.val_fraction,
             hp.val_source == "test", hp.split_seed,
         )  # fmt: skip
         self._labels = torch.from_numpy(self.corpus.labels.astype(np.float32))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import pickle
+import resource
 import secrets
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +22,7 @@ from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from fakenews_pl import artifact, demo, reports, temporaries
+from fakenews_pl import artifact, corpus, demo, reports, temporaries
 from fakenews_pl.convert import HUB_MODULES
 from fakenews_pl.data import FakeNewsDataModule
 from fakenews_pl.errors import ConfigError, MissingInputError, UserError
@@ -63,7 +66,9 @@ REPORT_ON = {
 
 
 def data_files(cfg: DictConfig) -> list[str]:
-    """The data files `cfg.data` names: `files`, or `train_csv` and `test_csv`."""
+    """The data files `cfg.data` names: `files`, `train_csv` and `test_csv`, or ISOT's two."""
+    if cfg.get("format") == "isot":
+        return [str(path) for path in corpus.isot_paths(cfg.dir)]
     return list(cfg.files) if cfg.get("files") else [cfg.train_csv, cfg.test_csv]
 
 
@@ -189,6 +194,23 @@ def weights_for_report(
     best_model = load_model(best, map_location=model.device)
     best_model.history = model.history  # the curves show the whole run
     return best_model
+
+
+def write_run_info(cfg: DictConfig, trainer: Trainer, started: float) -> None:
+    """`run.json` in the run dir: what a sweep summary lists beside the metrics (embedding,
+    trainable, wall seconds, peak RSS, the checkpoint of the reported weights)."""
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    info = {
+        "embedding": cfg.embedding.get("name"),
+        "trainable": bool(cfg.trainable),
+        "wall_s": time.perf_counter() - started,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "checkpoint": best if cfg.report_on == "best" else (str(last) if last.is_file() else best),
+    }
+    path = Path(cfg.paths.output_dir) / "run.json"
+    path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
 def write_report(

@@ -4,8 +4,10 @@
     python scripts/convert_tfhub.py /path/to/saved_model out_dir --probe-file my_sentences.txt
 
 SOURCE is a local SavedModel directory, a TF-Hub handle or URL, or one of the short names
-gnews20, nnlm50, nnlm128, wiki250. OUT_DIR appears only once the conversion has been verified
-against TensorFlow; on any failure (or Ctrl-C) nothing is left behind. Without network, download
+gnews20, nnlm50, nnlm128, wiki250; `all` converts those four into OUT_DIR/<name> (the paths
+`embedding=<name>` reads), keeping any that is already there. OUT_DIR appears only once the
+conversion has been verified against TensorFlow; on any failure (or Ctrl-C) nothing is left
+behind. Without network, download
 the module elsewhere (the .tar.gz from tfhub.dev or Kaggle), extract it and pass the directory.
 Errors are one line on stderr, without TensorFlow's start-up logging.
 """
@@ -29,7 +31,9 @@ from fakenews_pl.convert import (
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (errors are one line on stderr)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help=f"SavedModel dir, TF-Hub handle/URL, or {list(HUB_MODULES)}")
+    parser.add_argument(
+        "source", help=f"SavedModel dir, TF-Hub handle/URL, one of {list(HUB_MODULES)}, or all"
+    )
     parser.add_argument("out_dir", type=Path, help="artifact directory to create")
     parser.add_argument("--probe-file", type=Path, help="extra probe sentences, one per line")
     parser.add_argument(
@@ -46,29 +50,44 @@ def main(argv: list[str] | None = None) -> int:
             probes = args.probe_file.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as e:
             parser.error(f"--probe-file {args.probe_file}: {e}")
-    try:
-        # What can be checked without TensorFlow (seconds to import) is checked first.
-        parse_source(args.source)
-        if args.out_dir.exists() and not args.overwrite:
-            raise FileExistsError(f"{args.out_dir} already exists (pass --overwrite to replace it)")
-        quiet_tensorflow()
-        meta = convert(args.source, args.out_dir, probes, args.tolerance, args.overwrite)
-    except (ConversionError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except ImportError as e:
-        print(f"error: {e.name or e} is not installed: pip install -e '.[tf]'", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
-        return 130
+    # `all`: the notebook's four modules, each into OUT_DIR/<name> (the embedding= names).
+    jobs = (
+        [(name, args.out_dir / name) for name in HUB_MODULES]
+        if args.source == "all"
+        else [(args.source, args.out_dir)]
+    )
+    for source, out_dir in jobs:
+        try:
+            # What can be checked without TensorFlow (seconds to import) is checked first.
+            parse_source(source)
+            if out_dir.exists() and not args.overwrite:
+                if args.source == "all" and (out_dir / "meta.json").is_file():
+                    print(f"{out_dir} exists; kept (--overwrite converts it again)")
+                    continue
+                raise FileExistsError(f"{out_dir} already exists (pass --overwrite to replace it)")
+            quiet_tensorflow()
+            meta = convert(source, out_dir, probes, args.tolerance, args.overwrite)
+        except (ConversionError, FileExistsError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        except ImportError as e:
+            print(f"error: {e.name or e} is not installed: pip install -e '.[tf]'", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted; nothing was written", file=sys.stderr)
+            return 130
+        _report(out_dir, meta)
+    return 0
+
+
+def _report(out_dir: Path, meta: dict) -> None:
+    """One line: what was written and how close it is to TensorFlow."""
     parity = meta["parity"]
     print(
-        f"wrote {args.out_dir}: {meta['num_rows']:,} x {meta['dim']} ({meta['vocab_size']:,} "
+        f"wrote {out_dir}: {meta['num_rows']:,} x {meta['dim']} ({meta['vocab_size']:,} "
         f"tokens + {meta['oov_buckets']} OOV buckets), max |TF - torch| = "
         f"{parity['max_abs_diff']:.2g} over {parity['probes']} probes"
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -59,3 +59,28 @@ def test_evaluate_needs_a_checkpoint_file_and_a_real_device(compose_train, tmp_p
     )
     with pytest.raises(ConfigError, match="device=tpu: expected cpu or cuda"):
         config.check_eval_config(cfg)
+
+
+def test_ddp_under_multirun_needs_spawned_workers(compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "trainer=ddp_cpu")
+    config.check_train_config(cfg, multirun=False)  # a single run: Lightning's launcher is fine
+    with pytest.raises(ConfigError, match="trainer.strategy.start_method=popen: expected spawn"):
+        config.check_train_config(cfg, multirun=True)
+    spawned = compose_train(tmp_path, "trainer=ddp_spawn", "trainer.accelerator=cpu")
+    assert spawned.trainer.strategy.start_method == "spawn"
+    config.check_multirun_strategy(spawned, multirun=True)
+
+
+def test_launcher_configs_compose() -> None:
+    """hydra/launcher=joblib (parallel jobs on one machine) and submitit_slurm (clusters:
+    cannot run here) compose with train.yaml."""
+    from hydra import compose, initialize_config_dir
+
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    repo = Path(__file__).resolve().parents[1]
+    with initialize_config_dir(config_dir=str(repo / "conf"), version_base="1.3"):
+        for launcher, target in (("joblib", "JoblibLauncher"), ("submitit_slurm", "SlurmLauncher")):
+            cfg = compose(
+                "train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True
+            )
+            assert cfg.hydra.launcher._target_.endswith(target)

@@ -122,3 +122,15 @@ def test_download_failures_are_one_line_and_downloads_time_out(
     assert "\n" not in message
     # A stalled connection gives up instead of hanging; the process default is restored.
     assert timeouts == [convert.DOWNLOAD_TIMEOUT_S] and socket.getdefaulttimeout() is None
+
+
+def test_all_converts_the_four_modules_into_their_embedding_dirs(tmp_path: Path) -> None:
+    """`all` walks gnews20, nnlm50, nnlm128, wiki250 into OUT_DIR/<name>; converted ones are
+    kept, so a re-run after a failure goes on where it stopped (here all four exist)."""
+    for name in ("gnews20", "nnlm50", "nnlm128", "wiki250"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "meta.json").write_text("{}")
+    proc = convert_cli("all", tmp_path, cache=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    kept = [line for line in proc.stdout.splitlines() if "kept (--overwrite" in line]
+    assert len(kept) == 4 and str(tmp_path / "wiki250") in kept[-1]

@@ -264,3 +264,160 @@ def test_a_run_hashes_the_table_once_and_before_tokenizing(
     assert hashed[artifact.TABLE_FILE] == 1 and hashed[artifact.VOCAB_FILE] == 1
     HubEmbedding.load(emb)  # ... and the model's load in the same process trusts that
     assert hashed[artifact.TABLE_FILE] == 1 and hashed[artifact.VOCAB_FILE] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# data=isot: the Kaggle / ISOT "Fake and real news" files
+# ---------------------------------------------------------------------------------------------
+
+ISOT_FAKE = pd.DataFrame(
+    {
+        "title": ["Hillary SHOCKED by this video", "WATCH: Senator melts down", "Pope backs it"],
+        "text": [
+            "According to Reuters, nobody saw it coming.",
+            " ",  # Fake.csv has such blank texts
+            "(Reuters) - copied wire text, stripped alike",
+        ],
+        "subject": ["News", "politics", "News"],
+        "date": ["December 31, 2017", "December 30, 2017", "December 29, 2017"],
+    }
+)
+ISOT_TRUE = pd.DataFrame(
+    {
+        "title": ["Senate passes budget bill", "North Korea fires missile", "Trump on Twitter"],
+        "text": [
+            "WASHINGTON (Reuters) - The Senate passed the bill on Friday.",
+            "SEOUL/BEIJING (Reuters) - North Korea fired a missile, officials said.",
+            "The following statements were posted to the verified Twitter account.",
+        ],
+        "subject": ["politicsNews", "worldnews", "politicsNews"],
+        "date": ["December 31, 2017 ", "December 29, 2017 ", "December 29, 2017 "],
+    }
+)
+
+
+def write_isot(directory: Path, fake: pd.DataFrame = ISOT_FAKE, true=ISOT_TRUE) -> Path:
+    """Fake.csv and True.csv in the ISOT columns (title,text,subject,date) in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write(directory / "Fake.csv", fake)
+    write(directory / "True.csv", true)
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("text_field", "strip", "fake", "true"),
+    [
+        ("title", True, ISOT_FAKE["title"].tolist(), ISOT_TRUE["title"].tolist()),
+        (
+            "text",
+            True,
+            ["According to Reuters, nobody saw it coming.", "copied wire text, stripped alike"],
+            [
+                "The Senate passed the bill on Friday.",
+                "North Korea fired a missile, officials said.",
+                "The following statements were posted to the verified Twitter account.",
+            ],
+        ),
+        (
+            "text",
+            False,
+            [ISOT_FAKE["text"][0], ISOT_FAKE["text"][2]],
+            ISOT_TRUE["text"].tolist(),
+        ),
+        (
+            "both",
+            True,
+            [
+                "Hillary SHOCKED by this video According to Reuters, nobody saw it coming.",
+                "WATCH: Senator melts down",  # a blank text leaves the title
+                "Pope backs it copied wire text, stripped alike",
+            ],
+            [
+                "Senate passes budget bill The Senate passed the bill on Friday.",
+                "North Korea fires missile North Korea fired a missile, officials said.",
+                "Trump on Twitter The following statements were posted to the verified Twitter "
+                "account.",
+            ],
+        ),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:.*rows whose text is blank")
+def test_isot_reads_the_chosen_text_field_and_labels_from_the_file(
+    tmp_path: Path, demo_assets: dict, text_field: str, strip: bool, fake: list, true: list
+) -> None:
+    directory = write_isot(tmp_path / "isot")
+    paths = corpus.isot_paths(directory)
+    assert [p.name for p in paths] == ["Fake.csv", "True.csv"]
+    loaded = corpus.load(
+        paths, demo_assets["embedding"], fmt="isot", text_field=text_field, strip_dateline=strip
+    )
+    assert loaded.texts.tolist() == fake + true
+    assert loaded.class_names == ["Fake", "True"]  # sorted file labels, like LabelEncoder
+    assert loaded.labels.tolist() == [0] * len(fake) + [1] * len(true)
+    assert loaded.file_rows == [len(fake), len(true)]
+    ids, offsets = artifact.read_tokenizer(demo_assets["embedding"]).encode(fake + true)
+    assert np.array_equal(loaded.ids, ids) and np.array_equal(loaded.starts, offsets)
+
+
+def test_isot_leaves_out_blank_texts_with_a_warning(tmp_path: Path) -> None:
+    path = write_isot(tmp_path / "isot") / "Fake.csv"
+    with pytest.warns(UserWarning, match=r"Fake.csv: left out 1 of 3 rows whose text is blank"):
+        texts, labels = corpus.read_isot_csv(path, "text")
+    assert len(texts) == 2 and labels.tolist() == ["Fake", "Fake"]
+    texts, _ = corpus.read_isot_csv(path, "title")  # titles are all there: nothing left out
+    assert len(texts) == 3
+    blank = ISOT_FAKE.assign(text=["", " ", "\t"])
+    with pytest.raises(DataError, match="every row's text is blank"):
+        corpus.read_isot_csv(write(tmp_path / "Fake.csv", blank), "text")
+
+
+def isot_refused(path: Path, text_field: str = "title") -> str:
+    """The one-line `DataError` message reading ISOT file `path` gives."""
+    with pytest.raises(DataError) as info:
+        corpus.read_isot_csv(path, text_field)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    return message
+
+
+def test_isot_refusals_name_the_file_and_column(tmp_path: Path, demo_assets: dict) -> None:
+    directory = write_isot(tmp_path / "isot")
+    (directory / "True.csv").unlink()
+    with pytest.raises(DataError) as info:
+        corpus.load(corpus.isot_paths(directory), demo_assets["embedding"], fmt="isot")
+    message = str(info.value)
+    assert message.startswith(str(directory / "True.csv")) and "no such data file" in message
+    assert "Fake.csv and True.csv of the Kaggle / ISOT 'Fake and real news' dataset" in message
+    path = write(directory / "True.csv", ISOT_TRUE.drop(columns="text"))
+    message = isot_refused(path, "both")
+    assert "missing column 'text' (data.text_field=both)" in message
+    assert "expected the ISOT columns title,text,subject,date" in message
+    assert len(corpus.read_isot_csv(path, "title")[0]) == 3  # the title alone needs no text
+    latin1 = write_bytes(directory / "Fake.csv", "title,text\ncafé,x\n".encode("latin-1"))
+    assert "is not UTF-8" in isot_refused(latin1)
+    empty = write_bytes(directory / "Fake.csv", b"title,text,subject,date\n")
+    assert "has no data rows" in isot_refused(empty)
+
+
+@pytest.mark.filterwarnings("ignore:.*rows whose text is blank")
+def test_isot_token_cache_is_keyed_by_the_text_field(
+    tmp_path: Path, demo_assets: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = corpus.isot_paths(write_isot(tmp_path / "isot"))
+    cache = tmp_path / "cache"
+
+    def load(**kwargs) -> corpus.Corpus:
+        return corpus.load(paths, demo_assets["embedding"], fmt="isot", cache_dir=cache, **kwargs)
+
+    title, text = load(text_field="title"), load(text_field="text")
+    assert len(list((cache / "tokens").glob("*.npz"))) == 4  # two files x two fields
+    assert not np.array_equal(title.ids, text.ids)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tokenized again despite the cache")
+
+    monkeypatch.setattr(corpus.HubTokenizer, "encode", refuse)
+    assert np.array_equal(load(text_field="title").ids, title.ids)
+    assert np.array_equal(load(text_field="text").ids, text.ids)
+    with pytest.raises(AssertionError, match="tokenized again"):
+        load(text_field="text", strip_dateline=False)

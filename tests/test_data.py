@@ -124,3 +124,86 @@ def test_options_are_validated(demo_assets: dict) -> None:
         FakeNewsDataModule(emb, files=["a.csv"], train_csv="a.csv", test_csv="b.csv")
     with pytest.raises(ValueError, match="val_source"):
         FakeNewsDataModule(emb, files=["a.csv"], val_source="train")
+
+
+# ---------------------------------------------------------------------------------------------
+# data=isot: Fake.csv and True.csv in data.dir
+# ---------------------------------------------------------------------------------------------
+
+
+def write_isot(directory: Path, rows: int = 30) -> Path:
+    """Fake.csv and True.csv of `rows` rows each in the ISOT columns, True texts with datelines."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for label, lead in (("Fake", "BREAKING: you will not believe"), ("True", "Senate votes")):
+        frame = pd.DataFrame(
+            {
+                "title": [f"{lead} story {i}" for i in range(rows)],
+                "text": [
+                    f"WASHINGTON (Reuters) - article {i} body" if label == "True" else f"body {i}"
+                    for i in range(rows)
+                ],
+                "subject": ["politicsNews" if label == "True" else "News"] * rows,
+                "date": ["December 31, 2017"] * rows,
+            }
+        )
+        frame.to_csv(directory / f"{label}.csv", index=False)
+    return directory
+
+
+def test_isot_module_splits_and_yields_batches(tmp_path: Path, demo_assets: dict) -> None:
+    directory = write_isot(tmp_path / "isot")
+    dm = FakeNewsDataModule(
+        str(demo_assets["embedding"]),
+        format="isot",
+        dir=str(directory),
+        text_field="both",
+        fuse_train_batches=False,
+    )
+    assert dm.paths == [str(directory / "Fake.csv"), str(directory / "True.csv")]
+    dm.setup()
+    assert dm.class_names == ["Fake", "True"]
+    rows = dm.rows
+    everything = np.concatenate([rows["train"], rows["val"], rows["test"]])
+    assert sorted(everything.tolist()) == list(range(60))  # both files, split together
+    assert len(rows["test"]) == 20 and dm.labels("test").sum() == 10  # stratified 0.33
+    texts = dict(zip(dm.texts("test").tolist(), dm.labels("test").tolist(), strict=True))
+    assert all(label == text.startswith("Senate votes") for text, label in texts.items())
+    assert not any("Reuters" in text for text in texts)  # the dateline is stripped
+    sizes = [len(batch["labels"]) for batch in dm.train_dataloader()]
+    assert sizes[0] == 32 and sum(sizes) == len(rows["train"])
+    (val,) = list(dm.val_dataloader())
+    assert torch.equal(val["labels"], torch.from_numpy(dm.labels("val")).float())
+
+
+def test_isot_options_are_validated(tmp_path: Path, demo_assets: dict) -> None:
+    emb, directory = str(demo_assets["embedding"]), str(tmp_path)
+    with pytest.raises(ValueError, match="give data.dir"):
+        FakeNewsDataModule(emb, format="isot")
+    with pytest.raises(ValueError, match="leave data.files"):
+        FakeNewsDataModule(emb, format="isot", dir=directory, files=["a.csv"])
+    with pytest.raises(ValueError, match="data.text_field must be one of"):
+        FakeNewsDataModule(emb, format="isot", dir=directory, text_field="body")
+    with pytest.raises(ValueError, match="Fake or True"):
+        FakeNewsDataModule(emb, format="isot", dir=directory, label_names=["fake", "real"])
+
+
+def test_data_isot_composes_checks_and_instantiates(
+    tmp_path: Path, demo_assets: dict, compose_train
+) -> None:
+    from hydra.utils import instantiate
+
+    from fakenews_pl.config import check_train_config
+
+    default = compose_train(tmp_path / "default", "data=isot")
+    assert default.data.dir == f"{demo_assets['data_dir']}/isot"  # paths.data_dir/isot
+    assert default.data.text_field == "title" and default.data.strip_dateline is True
+    directory = write_isot(tmp_path / "isot")
+    cfg = compose_train(tmp_path / "out", "data=isot", f"data.dir={directory}")
+    check_train_config(cfg)
+    dm = instantiate(cfg.data, embedding_path=str(demo_assets["embedding"]), _convert_="all")
+    dm.setup()
+    assert dm.class_names == ["Fake", "True"]
+    assert dm.hparams.format == "isot" and dm.hparams.text_field == "title"
+    titles = pd.concat([pd.read_csv(path) for path in dm.paths])["title"].tolist()
+    texts = np.concatenate([dm.texts(split) for split in ("train", "val", "test")])
+    assert sorted(texts.tolist()) == sorted(titles)  # text_field=title: the headlines alone

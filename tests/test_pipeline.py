@@ -131,3 +131,9 @@ def test_runs_started_together_get_their_own_dirs_and_share_caches_safely(tmp_pa
     assert results[0] == results[1]
     leftovers = [p for p in tmp_path.rglob(".*") if ".tmp-" in p.name or ".old-" in p.name]
     assert leftovers == []
+
+
+def test_isot_data_names_its_two_files(compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "data=isot", f"data.dir={tmp_path / 'isot'}")
+    assert [Path(p).name for p in pipeline.data_files(cfg.data)] == ["Fake.csv", "True.csv"]
+    assert pipeline.prepare_demo(cfg)  # the demo embedding is still selected; no crash on ISOT

@@ -1,0 +1,240 @@
+"""What a sweep produced, side by side: the notebook's comparison of its models, and the pick.
+
+    SWEEP_DIR/summary.csv   one row per run (a program reads it)
+    SWEEP_DIR/summary.md    the same table, the best run marked (a person reads it)
+    SWEEP_DIR/summary.png   test accuracy and F1 of the first class per run, frozen vs
+                            fine-tuned per embedding
+
+Rows come from each run directory's files: `metrics.json` (train.py's report), `run.json`
+(embedding, trainable, wall time, peak RSS, checkpoint), the overrides (`.hydra/overrides.yaml`
+or `overrides.yaml`) and `error.txt` for a run that failed: it stays a row, with its error.
+`SweepCallback` writes them at the end of every multirun; `scripts/summarize.py SWEEP_DIR`
+rebuilds them from the files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from hydra.experimental.callback import Callback
+from matplotlib.figure import Figure
+from omegaconf import DictConfig
+
+SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
+# metrics.json keys of a row, in table order ({c}: each class)
+METRICS = (
+    "test/accuracy",
+    "test/precision_{c}",
+    "test/recall_{c}",
+    "test/f1_{c}",
+    "test/macro_f1",
+    "test/auroc",
+    "train/accuracy",
+    "val/best_loss",
+    "fit/epochs",
+    "val/best_epoch",
+)
+
+
+def _overrides(run: Path) -> list[str]:
+    for path in (run / ".hydra" / "overrides.yaml", run / "overrides.yaml"):
+        if path.is_file():
+            return [str(o) for o in yaml.safe_load(path.read_text()) or []]
+    return []
+
+
+def _classes(metrics: dict[str, Any]) -> list[str]:
+    return sorted(k.removeprefix("test/support_") for k in metrics if k.startswith("test/support_"))
+
+
+def read_run(run: Path, metric: str | None = None) -> dict[str, Any] | None:
+    """One row from a run directory; None when it holds no run (no metrics, info or error)."""
+    files = {name: run / name for name in ("metrics.json", "run.json", "error.txt")}
+    if not any(path.is_file() for path in files.values()):
+        return None
+    metrics, info = (
+        json.loads(files[name].read_text()) if files[name].is_file() else {}
+        for name in ("metrics.json", "run.json")
+    )
+    row: dict[str, Any] = {
+        "run": run.name,
+        "overrides": " ".join(_overrides(run)),
+        "embedding": info.get("embedding"),
+        "trainable": info.get("trainable"),
+    }
+    for key in METRICS:
+        for c in _classes(metrics) if "{c}" in key else [None]:
+            name = key.format(c=c) if c else key
+            row[name] = metrics.get(name)
+    if metric and metric not in row:  # the metric a sweep picks by, when it is another key
+        row[metric] = metrics.get(metric)
+    if "state" in info:  # a search trial's: complete, pruned, failed
+        row["state"] = info["state"]
+    row.update(
+        wall_s=info.get("wall_s"),
+        peak_rss_mb=info.get("peak_rss_mb"),
+        checkpoint=info.get("checkpoint"),
+        error=files["error.txt"].read_text().strip().splitlines()[0]
+        if files["error.txt"].is_file()
+        else None,
+    )
+    return row
+
+
+def _sort_key(path: Path) -> tuple[int, str]:
+    return (int(path.name), "") if path.name.isdigit() else (sys.maxsize, path.name)
+
+
+def collect(runs_dir: Path, metric: str | None = None) -> pd.DataFrame:
+    """A row per run directory directly below `runs_dir`, in job order (with `metric`'s
+    column when it is not among the usual ones)."""
+    runs = sorted(runs_dir.iterdir(), key=_sort_key)
+    rows = [read_run(run, metric) for run in runs if run.is_dir()]
+    return pd.DataFrame([row for row in rows if row is not None])
+
+
+def mark_best(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """Add `best` (True on the run with the best `metric`; none if no run has it)."""
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be min or max, got {mode!r}")
+    frame = frame.copy()
+    frame["best"] = False
+    if metric in frame and frame[metric].notna().any():
+        values = pd.to_numeric(frame[metric], errors="coerce")
+        frame.loc[values.idxmin() if mode == "min" else values.idxmax(), "best"] = True
+    return frame
+
+
+def _markdown(frame: pd.DataFrame, metric: str, mode: str) -> str:
+    lines = [
+        "# Sweep summary",
+        "",
+        f"{len(frame)} runs; best by `{metric}` ({mode}) marked **best**; "
+        f"{int(frame['error'].notna().sum()) if 'error' in frame else 0} failed.",
+        "",
+    ]
+    columns = [c for c in frame.columns if c not in ("checkpoint",)]
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("| " + " | ".join("---" for _ in columns) + " |")
+    for _, row in frame.iterrows():
+        cells = []
+        for column in columns:
+            value = row[column]
+            if isinstance(value, float) and not math.isnan(value):
+                value = f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+            elif value is None or (isinstance(value, float) and math.isnan(value)):
+                value = ""
+            cells.append(str(value).replace("|", "\\|"))
+        if row.get("best"):
+            cells = [f"**{cell}**" if cell else cell for cell in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    best = frame[frame["best"]] if "best" in frame else frame.iloc[:0]
+    if len(best) and best.iloc[0].get("checkpoint"):
+        lines += ["", f"Best run's checkpoint: `{best.iloc[0]['checkpoint']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(frame: pd.DataFrame, path: Path) -> None:
+    """Test accuracy and F1 of the first class per run, frozen vs fine-tuned per embedding."""
+    f1 = next((c for c in frame.columns if c.startswith("test/f1_")), None)
+    fig = Figure(figsize=(max(6, 1.2 * len(frame) + 3), 4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    labels = [
+        f"{row.get('embedding') or row['run']}\n"
+        + ("" if row.get("trainable") is None else "fine-tuned" if row["trainable"] else "frozen")
+        for _, row in frame.iterrows()
+    ]
+    for ax, key, title in ((axes[0], "test/accuracy", "Test accuracy"), (axes[1], f1, "")):
+        if key is None or key not in frame:
+            continue
+        values = pd.to_numeric(frame[key], errors="coerce").fillna(0)
+        colors = ["tab:orange" if t else "tab:blue" for t in frame.get("trainable", [])]
+        ax.bar(range(len(frame)), values, color=colors or None)
+        ax.set_xticks(range(len(frame)), labels, fontsize=7)
+        ax.set_title(title or f"Test F1, {key.removeprefix('test/f1_')}")
+        ax.set_ylim(0, 1)
+    fig.savefig(path, dpi=110)
+
+
+def write_summary(
+    sweep_dir: str | Path,
+    runs_dir: str | Path | None = None,
+    metric: str = "val/best_loss",
+    mode: str | None = None,
+) -> Path:
+    """Write `SUMMARY_FILES` into `sweep_dir` from the runs below `runs_dir` (default: the
+    sweep dir itself); the best run by `metric` (`mode` min for losses, else max) marked."""
+    sweep_dir = Path(sweep_dir)
+    mode = mode or ("min" if "loss" in metric else "max")
+    frame = collect(Path(runs_dir) if runs_dir else sweep_dir, metric)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["run", "overrides", "error"])
+    frame = mark_best(frame, metric, mode)
+    frame.to_csv(sweep_dir / "summary.csv", index=False)
+    (sweep_dir / "summary.md").write_text(_markdown(frame, metric, mode), encoding="utf-8")
+    _plot(frame, sweep_dir / "summary.png")
+    return sweep_dir / "summary.csv"
+
+
+def sweep_choices(config: DictConfig, key: str) -> list[str]:
+    """Every value a multirun gives `key` (`key=a,b` on the command line or in
+    `hydra.sweeper.params`), as strings; empty when it is not swept."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    texts = [str(o) for o in config.hydra.overrides.task]
+    params = config.hydra.get("sweeper", {}).get("params") or {}
+    texts += [f"{name}={value}" for name, value in params.items()]
+    values: list[str] = []
+    for override in OverridesParser.create().parse_overrides(texts):
+        if override.get_key_element() == key:
+            if override.is_sweep_override():
+                values += [str(v) for v in override.sweep_string_iterator()]
+            else:
+                values.append(str(override.value()))
+    return values
+
+
+def missing_embeddings(config: DictConfig) -> list[tuple[str, Path]]:
+    """(name, directory) of each TF-Hub embedding a sweep names that is not converted yet."""
+    from fakenews_pl.artifact import META_FILE
+    from fakenews_pl.convert import HUB_MODULES
+
+    root = Path(config.paths.embeddings_dir)
+    names = sweep_choices(config, "embedding")
+    return [
+        (n, root / n)
+        for n in dict.fromkeys(names)
+        if n in HUB_MODULES and not (root / n / META_FILE).is_file()
+    ]
+
+
+class SweepCallback(Callback):
+    """Hydra callback (conf/hydra/default.yaml): before a multirun, every embedding it names
+    must be converted (one line naming each missing one and its command, exit status 2, no
+    run started); after it, the summary files."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Refuse a sweep over embeddings that are not converted, before any training."""
+        missing = missing_embeddings(config)
+        if missing:
+            commands = "; ".join(f"python scripts/convert_tfhub.py {n} {p}" for n, p in missing)
+            names = ", ".join(n for n, _ in missing)
+            print(
+                f"error: the sweep needs embeddings that are not converted ({names}): {commands} "
+                f"(or all four: python scripts/convert_tfhub.py all {missing[0][1].parent})",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Summarise the sweep directory by the metric the sweep optimizes."""
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir():
+            write_summary(sweep_dir, metric=config.get("optimized_metric") or "val/best_loss")
+            print(f"Sweep summary written to {sweep_dir}: {', '.join(SUMMARY_FILES)}")

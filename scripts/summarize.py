@@ -1,0 +1,36 @@
+"""Rebuild a sweep's summary.csv, summary.md and summary.png from its runs' files.
+
+    python scripts/summarize.py logs/train/multiruns/<sweep>
+    python scripts/summarize.py SWEEP_DIR --metric test/f1_Fake        # best by another metric
+
+SWEEP_DIR holds one directory per run (Hydra's job numbers) with its metrics.json, run.json and
+overrides, or error.txt for a run that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fakenews_pl.summary import SUMMARY_FILES, write_summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, write the summary files, print where; the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", type=Path, help="the multirun directory")
+    parser.add_argument("--runs-dir", type=Path, help="where the run dirs are (default: SWEEP_DIR)")
+    parser.add_argument("--metric", default="val/best_loss", help="metrics.json key for the best")
+    parser.add_argument("--mode", choices=("min", "max"), help="default: min for losses, else max")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"error: {args.sweep_dir}: no such sweep directory", file=sys.stderr)
+        return 2
+    write_summary(args.sweep_dir, args.runs_dir, args.metric, args.mode)
+    print(f"wrote {', '.join(str(args.sweep_dir / name) for name in SUMMARY_FILES)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

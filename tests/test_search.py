@@ -1,0 +1,200 @@
+"""The Optuna search: a killed search resumed to its trial count, with a failed and a pruned
+trial; the same command twice through search.py; the search space and pruning callback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from fakenews_pl import config, search
+from fakenews_pl.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+SEARCH = ["hparams_search=head_optuna", "search.n_trials=4", "trainer.max_epochs=2"]
+
+# The first half of the search, in its own process: trial 1 fails, trial 2 is SIGKILLed after
+# its values were chosen (it stays RUNNING in the journal, as after a real kill).
+KILLED_RUN = """
+import json, os, signal, sys
+from hydra import compose, initialize_config_dir
+from fakenews_pl import search
+
+def hook(trial, overrides):
+    if trial.number == 1:
+        raise RuntimeError("a deliberate failure")
+    if trial.number == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+conf_dir, sweep, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+    cfg = compose("search", overrides=overrides)
+search.run_search(cfg, sweep, hook=hook)
+"""
+
+
+class PruneTrial(optuna.pruners.BasePruner):
+    """Prunes trial `number` at its first report, no other."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return trial.number == self.number
+
+
+def _states(study: optuna.Study) -> dict[int, TrialState]:
+    return {t.number: t.state for t in study.get_trials(deepcopy=False)}
+
+
+@pytest.mark.slow
+def test_a_killed_search_resumes_to_its_trial_count(
+    compose_train, cli_overrides, tiny_run, root_script, tmp_path: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    args = [*cli_overrides(tmp_path), *tiny_run, *SEARCH, f"paths.output_dir={sweep}"]
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(REPO / "conf"), str(sweep), json.dumps(args)],
+        cwd=REPO, capture_output=True, text=True, timeout=240,
+        env={**os.environ, "PROJECT_ROOT": str(REPO)},
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert (sweep / "trials" / "0" / "metrics.json").is_file()
+    assert "a deliberate failure" in (sweep / "trials" / "1" / "error.txt").read_text()
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("search", overrides=args)
+    study = search.run_search(cfg, sweep, pruner=PruneTrial(3))  # the same call, resumed
+    states = _states(study)
+    assert states == {
+        0: TrialState.COMPLETE,
+        1: TrialState.FAIL,  # the deliberate failure
+        2: TrialState.FAIL,  # killed: not counted, run again as trial 3
+        3: TrialState.PRUNED,
+        4: TrialState.COMPLETE,
+    }
+    assert search.counted_trials(study) == 4 and study.user_attrs[search.INTERRUPTED] == [2]
+    trials = study.get_trials()
+    assert trials[3].params == trials[2].params and trials[3].user_attrs["retry_of"] == 2
+    assert list(trials[3].intermediate_values) == [1]  # pruned after epoch 1 of 2
+    assert list(trials[4].intermediate_values) == [1, 2]
+    assert not (sweep / "trials" / "3" / "metrics.json").exists()
+    assert "interrupted" in (sweep / "trials" / "2" / "error.txt").read_text()
+    metrics = json.loads((sweep / "trials" / "4" / "metrics.json").read_text())
+    assert {"val/best_loss", "val/f1_Fake", "test/f1_Fake"} <= set(metrics)
+
+    # the summary: a row per trial, the best one marked
+    frame = pd.read_csv(sweep / "summary.csv")
+    assert frame["run"].tolist() == [0, 1, 2, 3, 4]
+    assert frame.loc[frame["best"], "run"].item() == study.best_trial.number
+    assert frame.loc[1, "error"].startswith("error: RuntimeError: a deliberate failure")
+    for name in ("summary.md", "summary.png"):
+        assert (sweep / name).stat().st_size > 0
+
+    # the best overrides are a train.py command line as they are
+    best = yaml.safe_load((sweep / search.BEST_OVERRIDES).read_text())
+    assert best == study.best_trial.user_attrs["overrides"]
+    train_cfg = compose_train(tmp_path / "again", "trainer.max_epochs=2", *best)
+    config.check_train_config(train_cfg)
+    metrics, _ = root_script("train").train(train_cfg)  # train.py repeats the best trial
+    assert metrics["val/best_loss"] == study.best_value
+    assert train_cfg.model.lr == study.best_params["model.lr"]
+    assert OmegaConf.to_container(train_cfg.model.hidden_sizes) == yaml.safe_load(
+        study.best_params["model.hidden_sizes"]
+    )
+    record = yaml.safe_load((sweep / search.BEST_FILE).read_text())
+    assert record["trial"] == study.best_trial.number and record["command"].startswith("python")
+
+    # once complete, the same call runs nothing more
+    again = search.run_search(cfg, sweep)
+    assert len(again.get_trials()) == 5
+
+
+@pytest.mark.slow
+def test_the_same_search_command_twice_runs_its_trials_once(
+    cli_overrides, tiny_run, tmp_path: Path
+) -> None:
+    cmd = [sys.executable, "search.py", "search.n_trials=1", *cli_overrides(tmp_path), *tiny_run]
+    env = {**os.environ, "PROJECT_ROOT": str(REPO)}
+    first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    sweep = tmp_path / "logs" / "search" / "head_optuna"  # one directory per study name
+    best = yaml.safe_load((sweep / search.BEST_OVERRIDES).read_text())
+    assert "python train.py" in first.stdout and best[0] in first.stdout
+    second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "0 of 1 to run" in second.stdout + second.stderr
+    assert sorted(p.name for p in (sweep / "trials").iterdir()) == ["0"]
+
+
+def test_the_search_space_becomes_overrides_a_config_takes(compose_train, tmp_path) -> None:
+    cfg = compose_train(tmp_path, "hparams_search=head_optuna", config_name="search")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    overrides = search.suggest(study.ask(), cfg.search.space)
+    assert [o.split("=")[0] for o in overrides] == list(cfg.search.space)
+    trial_cfg = search.apply_overrides(cfg, overrides)
+    assert isinstance(OmegaConf.to_container(trial_cfg.model.hidden_sizes)[0], int)
+    assert trial_cfg.data.batch_size in (16, 32, 64) and cfg.model.lr == 1e-4  # a copy
+    with pytest.raises(ConfigError, match="model.lrr"):
+        search.apply_overrides(cfg, ["model.lrr=0.1"])
+    with pytest.raises(ConfigError, match="trainer.devices=2"):
+        search.check_search_config(search.apply_overrides(cfg, ["trainer.devices=2"]))
+    f1 = compose_train(tmp_path, "hparams_search=head_optuna_f1", config_name="search")
+    assert (f1.search.metric, f1.search.direction) == ("val/f1_Fake", "maximize")
+
+
+def test_pruning_callback_reports_prunes_and_fails_on_nan() -> None:
+    study = optuna.create_study(pruner=PruneTrial(1))
+    for number, value, expected in ((0, 0.5, None), (1, 0.4, optuna.TrialPruned)):
+        trial = study.ask()
+        assert trial.number == number
+        callback = search.PruneOnValidation(trial, "val/loss")
+        trainer = SimpleNamespace(
+            sanity_checking=False,
+            current_epoch=0,
+            callback_metrics={"val/loss": torch.tensor(value)},
+        )
+        if expected:
+            with pytest.raises(expected, match="epoch 1"):
+                callback.on_validation_end(trainer, None)
+        else:
+            callback.on_validation_end(trainer, None)
+            assert study.get_trials()[0].intermediate_values == {1: 0.5}
+    trainer.callback_metrics = {"val/loss": torch.tensor(float("nan"))}
+    with pytest.raises(search.TrialFailed, match="nan"):
+        search.PruneOnValidation(study.ask(), "val/loss").on_validation_end(trainer, None)
+
+
+def test_a_nan_objective_fails_the_trial_and_the_search_goes_on(
+    compose_train, monkeypatch, tmp_path: Path
+) -> None:
+    cfg = compose_train(tmp_path, "hparams_search=head_optuna", config_name="search")
+    values = iter([float("nan"), 0.25])
+    monkeypatch.setattr(search, "run_trial", lambda *a: {"val/best_loss": next(values)})
+    study = optuna.create_study()
+    study.optimize(search.make_objective(cfg, tmp_path), n_trials=2, catch=(Exception,))
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "val/best_loss=nan" in (tmp_path / "trials" / "0" / "error.txt").read_text()
+    assert json.loads((tmp_path / "trials" / "1" / "run.json").read_text())["value"] == 0.25
+
+
+def test_a_second_search_of_the_same_study_is_refused(tmp_path: Path) -> None:
+    with search.only_search(tmp_path):  # flock: a second open file conflicts, same process or not
+        with pytest.raises(search.UserError, match="another search of this study"):
+            with search.only_search(tmp_path):
+                pass
+    with search.only_search(tmp_path):  # released
+        pass

@@ -1,0 +1,102 @@
+"""Sweep summaries: a 2 x 2 multirun on tiny modules, a failing run, missing embeddings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from fakenews_pl import artifact, demo, summary
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _second_embedding(assets: dict, out: Path) -> Path:
+    """Another tiny artifact: the demo's vocabulary with other vectors."""
+    source = artifact.read(assets["embedding"])
+    vocab = artifact.read_vocab(Path(assets["embedding"]) / artifact.VOCAB_FILE)
+    table = torch.randn(source.table.shape, generator=torch.Generator().manual_seed(5))
+    meta = {k: source.meta[k] for k in ("oov_buckets", "recipe", "combiner")}
+    with artifact.atomic_directory(out) as tmp:
+        artifact.write_artifact(tmp, table, vocab, {**meta, "source": "test"})
+    return out
+
+
+def _multirun(args: list[str], cli: list[str], sweep: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "train.py", "-m", *args, *cli, f"hydra.sweep.dir={sweep}"]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_a_two_by_two_multirun_writes_a_summary_of_its_runs(
+    demo_assets: dict, cli_overrides, tiny_run, tmp_path: Path
+) -> None:
+    other = _second_embedding(demo_assets, tmp_path / "other")
+    paths = f"embedding.path={demo_assets['embedding']},{other}"
+    proc = _multirun(
+        [paths, "trainable=false,true", *tiny_run], cli_overrides(tmp_path), tmp_path / "s"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = tmp_path / "s"
+    frame = pd.read_csv(sweep / "summary.csv")
+    assert len(frame) == 4 and frame["error"].isna().all()
+    for _, row in frame.iterrows():
+        metrics = json.loads((sweep / str(row["run"]) / "metrics.json").read_text())
+        for key in ("test/accuracy", "test/f1_Fake", "test/auroc", "train/accuracy", "fit/epochs"):
+            assert row[key] == pytest.approx(metrics[key], rel=1e-12), key
+    assert frame["trainable"].tolist() == [False, True, False, True]
+    assert frame["best"].sum() == 1  # by val/best_loss, the lowest
+    assert frame.loc[frame["best"], "val/best_loss"].item() == frame["val/best_loss"].min()
+    assert (sweep / "summary.png").stat().st_size > 0
+    assert "**best**" in (sweep / "summary.md").read_text()
+    # scripts/summarize.py rebuilds the same table, here picking by test accuracy
+    (sweep / "summary.csv").unlink()
+    subprocess.run(
+        [sys.executable, "scripts/summarize.py", str(sweep), "--metric", "test/accuracy"],
+        cwd=REPO, check=True, capture_output=True,
+    )  # fmt: skip
+    rebuilt = pd.read_csv(sweep / "summary.csv")
+    assert rebuilt.drop(columns="best").equals(frame.drop(columns="best"))
+    assert rebuilt.loc[rebuilt["best"], "test/accuracy"].item() == rebuilt["test/accuracy"].max()
+
+
+@pytest.mark.slow
+def test_a_failing_run_is_a_row_and_the_sweep_goes_on(cli_overrides, tiny_run, tmp_path) -> None:
+    proc = _multirun(["model.lr=-1,1e-3", *tiny_run], cli_overrides(tmp_path), tmp_path / "s")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    frame = pd.read_csv(tmp_path / "s" / "summary.csv")
+    assert len(frame) == 2
+    assert frame.loc[0, "error"].startswith("error: model.lr=-1: expected a learning rate > 0")
+    assert pd.isna(frame.loc[1, "error"]) and frame.loc[1, "test/accuracy"] > 0
+
+
+def test_a_sweep_over_unconverted_embeddings_stops_before_any_run(cli_overrides, tmp_path) -> None:
+    cli = cli_overrides(tmp_path) + [f"paths.embeddings_dir={tmp_path / 'none'}"]
+    proc = _multirun(["embedding=gnews20,nnlm128"], cli, tmp_path / "s")
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "(gnews20, nnlm128)" in line and f"convert_tfhub.py nnlm128 {tmp_path / 'none'}" in line
+    assert not list((tmp_path / "s").glob("*/metrics.json"))
+
+
+def test_summary_of_files_alone(tmp_path: Path) -> None:
+    """Rows from run dirs (metrics.json, run.json, overrides, error.txt), best marked."""
+    for run, (acc, loss) in enumerate([(0.8, 0.5), (0.9, 0.4)]):
+        d = tmp_path / str(run)
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "overrides.yaml").write_text(f"- trainable={bool(run)}\n")
+        metrics = {"test/accuracy": acc, "val/best_loss": loss, "test/support_Fake": 3}
+        (d / "metrics.json").write_text(json.dumps(metrics))
+        (d / "run.json").write_text(json.dumps({"embedding": "demo", "trainable": bool(run)}))
+    (tmp_path / "2").mkdir()
+    (tmp_path / "2" / "error.txt").write_text("error: boom\n")
+    summary.write_summary(tmp_path)
+    frame = pd.read_csv(tmp_path / "summary.csv")
+    assert frame["run"].tolist() == [0, 1, 2] and frame["best"].tolist() == [False, True, False]
+    assert frame.loc[2, "error"] == "error: boom" and frame.loc[0, "overrides"] == "trainable=False"
+    assert demo.NOTE not in (tmp_path / "summary.md").read_text()
