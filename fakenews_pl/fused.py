@@ -12,8 +12,9 @@ it trains. Per-step hooks (`on_before_backward`, `on_after_backward`,
 
 Threads: `model.step_threads` (default 1) intra-op threads run each minibatch's small ops (the
 head's forward, backward and Adam; a minibatch's bag pooling), in both training paths
-(`intra_op_threads`); the count found on entry comes back around a trainable table's gradient
-and update, which are large, and after the epoch or step. MKL splits even a 32-row matrix
+(`intra_op_threads`), and so does a fine-tuned table's work with row gradients (exact or lazy
+Adam: rows, not the table); the count found on entry comes back around a dense table's gradient
+and update (`dense_table_adam`), which are large, and after the epoch or step. MKL splits even a 32-row matrix
 product across its threads; on a shared machine one of them waits for a core in each product
 (beside a busy process on 2 cores: 0.2-0.8 ms per product instead of 25-55 us, and default demo
 runs of up to 60 s instead of at most 27 s; README, "Shared machine"). The weights are
@@ -110,8 +111,8 @@ def train_epoch(model: FakeNewsClassifier, batch: dict[str, Any]) -> None:
             part_logits, grad = head_step(x, part["labels"], trainable)
             for wrapper in wrappers:
                 wrapper._on_before_step()
-            if trainable:  # the table's gradient and update: large, on the previous count
-                with intra_op_threads(previous):
+            if trainable:  # the table's gradient and update: on the previous count when large
+                with intra_op_threads(None if model.embedding.bag.sparse else previous):
                     for optimizer in table_optimizers:
                         optimizer.zero_grad()
                     x.backward(grad)

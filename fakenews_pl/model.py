@@ -175,7 +175,9 @@ class FakeNewsClassifier(LightningModule):
         # Small ops on hparams.step_threads; a trainable table's gradient (autograd computes it
         # with the head's) and update on the count found on entry (see fused.intra_op_threads).
         with fused.intra_op_threads(self.hparams.get("step_threads")) as previous:
-            table_threads = previous if len(optimizers) > 1 else None
+            # Row (sparse) gradients keep the table's work small: the step's count does too.
+            large = len(optimizers) > 1 and not self.embedding.bag.sparse
+            table_threads = previous if large else None
             logits = self(batch)
             loss = F.binary_cross_entropy_with_logits(logits.float(), batch["labels"])
             for optimizer in optimizers:

@@ -96,13 +96,14 @@ class _ThreadCounts(Callback):
 
 
 @pytest.mark.parametrize("fuse", [True, False], ids=["fused", "lightning"])
-@pytest.mark.parametrize("table", ["frozen", "finetuned", "sparse"])
+@pytest.mark.parametrize("table", ["frozen", "finetuned", "sparse", "dense"])
 def test_step_threads_train_identical_weights_and_restore_the_count(
     demo_assets: dict, two_threads: int, monkeypatch: pytest.MonkeyPatch, fuse: bool, table: str
 ) -> None:
     """model.step_threads=1 and null (torch's count, 2 here) train the same weights. With 1,
-    each step's small ops run on 1 thread and the count is 2 again around the table's gradient
-    and update, after every step or epoch, in validation and after fit.
+    each step's small ops run on 1 thread, and so does a table's work with row gradients
+    (exact or lazy); the count is 2 again around a dense table's gradient and update
+    (dense_table_adam), after every step or epoch, in validation and after fit.
 
     (The demo's last minibatch has 22 rows; MKL's 2-thread products of 5-7 or 9-11 rows sum
     in another order than its 1-thread ones, so a run ending on one of those would differ in
@@ -124,6 +125,7 @@ def test_step_threads_train_identical_weights_and_restore_the_count(
             str(demo_assets["embedding"]),
             trainable=table != "frozen",
             sparse_embedding=table == "sparse",
+            dense_table_adam=table == "dense",
             step_threads=threads,
         )
         counts = _ThreadCounts()
@@ -141,7 +143,7 @@ def test_step_threads_train_identical_weights_and_restore_the_count(
         if threads is None:
             assert calls == []
             continue
-        # 1 on entering each epoch (fused) or step, 2 on leaving it; with a trainable table,
+        # 1 on entering each epoch (fused) or step, 2 on leaving it; with a dense table,
         # 2 and back to 1 around its work: per minibatch (fused), around the backward and the
         # table's step (Lightning).
         per_epoch = math.ceil(len(dm.rows["train"]) / 32) if fuse else 6
@@ -151,7 +153,7 @@ def test_step_threads_train_identical_weights_and_restore_the_count(
             (True, True): 2 * trainer.max_epochs + 2 * minibatches,
             (False, False): 2 * minibatches,
             (False, True): 6 * minibatches,
-        }[fuse, table != "frozen"]
+        }[fuse, table == "dense"]
         assert calls == [1, 2] * (switches // 2)
     assert histories[1] == histories[None]
     for key, value in states[1].items():
