@@ -141,6 +141,35 @@ class WeightsDigest(Callback):
         self.out.write_text(json.dumps(digests, indent=1) + "\n")
 
 
+class CheckpointTimer(Callback):
+    """Wall seconds spent in `trainer.save_checkpoint` (what every ModelCheckpoint calls), per
+    epoch (1-based keys), written to `out` (JSON) after every save: checkpointing's share of
+    the epoch times `EpochTimer` records, without a second run to compare with."""
+
+    def __init__(self, out: str) -> None:
+        self.out = Path(out)
+        self.record: dict[str, Any] = {"save_seconds": {}, "saves": []}
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        save = trainer.save_checkpoint
+
+        def timed_save(filepath, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return save(filepath, *args, **kwargs)
+            finally:
+                seconds = time.perf_counter() - start
+                epoch = str(trainer.current_epoch + 1)
+                per_epoch = self.record["save_seconds"]
+                per_epoch[epoch] = per_epoch.get(epoch, 0.0) + seconds
+                self.record["saves"].append([epoch, Path(str(filepath)).name, seconds])
+                if trainer.is_global_zero:
+                    self.out.parent.mkdir(parents=True, exist_ok=True)
+                    self.out.write_text(json.dumps(self.record) + "\n")
+
+        trainer.save_checkpoint = timed_save
+
+
 def code_state() -> str:
     """A fingerprint of the code being measured (the package and its configs change often):
     sha256 over fakenews_pl/*.py, conf/**/*.yaml and train.py, and the newest file's time."""
@@ -245,13 +274,48 @@ def _built(texts_file: Path, texts: list[str], artifact: Path, dim: int, rows: i
 # ---------------------------------------------------------------- child processes
 
 
-def run_child(cmd: list[str], log: Path, check: bool = True) -> dict[str, Any]:
-    """Run `cmd` (output to `log`): wall seconds, peak RSS (MB, os.wait4), load before/after."""
+# Seconds a child may run before it (and its process group) is killed; None: no limit.
+# `bench_grid.py` sets it; the other benchmarks leave it None.
+CHILD_TIMEOUT_S: float | None = None
+
+
+def _wait4(proc: subprocess.Popen, timeout: float | None) -> tuple[int, Any]:
+    """os.wait4 on `proc`; past `timeout` seconds its process group is killed (SIGKILL)."""
+    if timeout is None:
+        _, status, usage = os.wait4(proc.pid, 0)
+        return status, usage
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            return status, usage
+        if time.monotonic() > deadline:
+            import signal
+
+            print(f"  timeout: killing {proc.pid} after {timeout:.0f} s", flush=True)
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, status, usage = os.wait4(proc.pid, 0)
+            return status, usage
+        time.sleep(0.2)
+
+
+def run_child(
+    cmd: list[str], log: Path, check: bool = True, timeout: float | None = None
+) -> dict[str, Any]:
+    """Run `cmd` (output to `log`): wall seconds, peak RSS (MB, os.wait4), load before/after.
+    `timeout` (default `CHILD_TIMEOUT_S`, None: none) kills it, in its own process group."""
+    timeout = CHILD_TIMEOUT_S if timeout is None else timeout
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=timeout is not None,
+        )
+        status, usage = _wait4(proc, timeout)
     result = {
         "wall_s": time.perf_counter() - start,
         "peak_rss_mb": usage.ru_maxrss / 1024,

@@ -275,19 +275,20 @@ class FakeNewsClassifier(LightningModule):
             self._table_hook = exact.watch(self.embedding, self.embedding.weight)
         return optimizers
 
-    def _table_optimizer(self) -> TouchedRowAdam | None:
-        """The trainer's `TouchedRowAdam`, if the table trains with it."""
+    def _table_optimizer(self) -> TouchedRowAdam | RowSparseAdam | None:
+        """The trainer's row optimizer of the table (exact or lazy), if it trains with one."""
         if not self.hparams.trainable:
             return None
         try:
             optimizers = self.trainer.optimizers
         except RuntimeError:  # not attached to a trainer
             return None
-        return next((o for o in optimizers if isinstance(o, TouchedRowAdam)), None)
+        row_optimizers = (TouchedRowAdam, RowSparseAdam)
+        return next((o for o in optimizers if isinstance(o, row_optimizers)), None)
 
     def _sync_table(self) -> None:
         """Write every row `TouchedRowAdam` has moved into the table."""
-        if (optimizer := self._table_optimizer()) is not None:
+        if isinstance(optimizer := self._table_optimizer(), TouchedRowAdam):
             optimizer.sync(self.embedding.weight)
 
     def on_train_end(self) -> None:
@@ -295,19 +296,20 @@ class FakeNewsClassifier(LightningModule):
         self._sync_table()
 
     def _touched_rows(self) -> torch.Tensor | None:
-        """The table rows a `TouchedRowAdam` has moved so far (written into the table now);
-        None for other optimizers."""
+        """The table rows the row optimizer (exact or lazy) has moved so far, written into the
+        table now; None for a frozen table or torch's dense Adam."""
         optimizer = self._table_optimizer()
         if optimizer is None:
             return None
-        optimizer.sync(self.embedding.weight)
+        self._sync_table()
         return optimizer.touched_rows(self.embedding.weight)
 
     # ------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the history and the artifact's sha256; of the table, nothing when frozen, the
-        moved rows only after `TouchedRowAdam`, all of it after the other optimizers."""
+        moved rows only after the row optimizers (exact or lazy), all of it after torch's
+        dense Adam."""
         checkpoint["embedding_sha256"] = self.embedding.meta.get("sha256")
         checkpoint["history"] = list(self.history)
         state = checkpoint["state_dict"]

@@ -93,9 +93,47 @@ def _stepped(optimizer: torch.optim.Optimizer) -> bool:
 class RowSparseAdam(torch.optim.SparseAdam):
     """`torch.optim.SparseAdam` (lazy Adam: only rows with a gradient move) computed on rows.
 
-    Same state (`step`, `exp_avg`, `exp_avg_sq`), same `state_dict`, same formulas in the same
-    order as SparseAdam's functional update; a dense gradient is refused as it is there.
+    Same state (`step`, `exp_avg`, `exp_avg_sq`), same formulas in the same order as
+    SparseAdam's functional update; a dense gradient is refused as it is there. A row that
+    never had a gradient keeps zero moments and its value, so `state_dict` holds the touched
+    rows only (`rows`, (K,) ascending, and their moments) and `load_state_dict` expands them.
     """
+
+    def touched_rows(self, param: torch.Tensor) -> torch.Tensor:
+        """(K,) the rows of `param` that have had a gradient (and so may have moved)."""
+        state = self.state.get(param)
+        if not state:
+            return torch.empty(0, dtype=torch.int64)
+        return (state["exp_avg"].ne(0) | state["exp_avg_sq"].ne(0)).any(dim=1).nonzero().squeeze(1)
+
+    def state_dict(self) -> dict[str, Any]:
+        """SparseAdam's `state_dict` with each table's moments cut to its touched rows."""
+        state_dict = super().state_dict()
+        params = [p for group in self.param_groups for p in group["params"]]
+        for key, state in state_dict["state"].items():
+            rows = self.touched_rows(params[int(key)])
+            state_dict["state"][key] = {
+                **state,
+                "rows": rows,
+                "exp_avg": state["exp_avg"].index_select(0, rows),
+                "exp_avg_sq": state["exp_avg_sq"].index_select(0, rows),
+            }
+        return state_dict
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """SparseAdam's `load_state_dict` of a `state_dict` cut to touched rows."""
+        params = [p for group in self.param_groups for p in group["params"]]
+        full = {**state_dict, "state": {}}
+        for key, state in state_dict["state"].items():
+            state = dict(state)
+            rows = state.pop("rows", None)
+            if rows is not None:
+                param = params[int(key)]
+                for name in ("exp_avg", "exp_avg_sq"):
+                    dense = torch.zeros(param.shape, dtype=state[name].dtype)
+                    state[name] = dense.index_copy_(0, rows.long(), state[name])
+            full["state"][key] = state
+        super().load_state_dict(full)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]

@@ -185,3 +185,33 @@ def test_touched_row_adam_takes_dense_gradients_too() -> None:
     sparse.sync()
     dense.sync()
     assert torch.equal(a, b)
+
+
+def test_row_sparse_adam_saves_touched_rows_only_and_resumes_exactly(tmp_path) -> None:
+    rows, dim = 40, 6
+    start = torch.randn(rows, dim)
+    schedule = _touch_schedule(rows, 8, seed=9)
+    whole = torch.nn.Parameter(start.clone())
+    reference = torch.optim.SparseAdam([whole], lr=1e-2, eps=1e-7)
+    for step, ids in enumerate(schedule):
+        whole.grad = _sparse_grad(start, ids, seed=step)
+        reference.step()
+    first = torch.nn.Parameter(start.clone())
+    before = RowSparseAdam([first], lr=1e-2, eps=1e-7)
+    for step, ids in enumerate(schedule[:3]):
+        first.grad = _sparse_grad(start, ids, seed=step)
+        before.step()
+    torch.save({"table": first.detach(), "optimizer": before.state_dict()}, tmp_path / "c.pt")
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    state = saved["optimizer"]["state"][0]
+    touched = torch.cat(schedule[:3]).unique()
+    assert torch.equal(state["rows"], touched) and state["exp_avg"].shape == (len(touched), dim)
+    resumed = torch.nn.Parameter(saved["table"].clone())
+    after = RowSparseAdam([resumed], lr=1e-2, eps=1e-7)
+    after.load_state_dict(saved["optimizer"])
+    for step, ids in enumerate(schedule[3:], start=3):
+        resumed.grad = _sparse_grad(start, ids, seed=step)
+        after.step()
+    assert torch.equal(resumed, whole)  # = torch's SparseAdam, never interrupted
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(after.state[resumed][key], reference.state[whole][key])

@@ -47,6 +47,12 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
             ["trainable=true", "trainer.max_epochs=3"],
             ["+callbacks.kill.epoch=2", "+callbacks.kill.batch=7"],
         ),
+        # ... and with the lazy SparseAdam, whose checkpoints hold the touched rows only too
+        (
+            True,
+            ["trainable=true", "model.sparse_embedding=true", "trainer.max_epochs=3"],
+            ["+callbacks.kill.epoch=2"],
+        ),
     ],
 )
 def test_a_killed_run_resumes_to_the_same_end(
