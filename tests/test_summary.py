@@ -100,3 +100,14 @@ def test_summary_of_files_alone(tmp_path: Path) -> None:
     assert frame["run"].tolist() == [0, 1, 2] and frame["best"].tolist() == [False, True, False]
     assert frame.loc[2, "error"] == "error: boom" and frame.loc[0, "overrides"] == "trainable=False"
     assert demo.NOTE not in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_a_sweeps_jobs_in_parallel(cli_overrides, tiny_run, tmp_path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    args = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.lr=1e-4,1e-3", *tiny_run]
+    proc = _multirun(args, cli_overrides(tmp_path), tmp_path / "s")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    frame = pd.read_csv(tmp_path / "s" / "summary.csv")
+    assert len(frame) == 2 and frame["error"].isna().all()
+    assert "JoblibLauncher" in (tmp_path / "s" / "multirun.yaml").read_text()
