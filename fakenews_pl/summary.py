@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from omegaconf import DictConfig
 
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
@@ -146,10 +147,10 @@ def _plot(frame: pd.DataFrame, path: Path) -> None:
     fig = Figure(figsize=(max(6, 1.2 * len(frame) + 3), 4), layout="constrained")
     axes = fig.subplots(1, 2)
     labels = [
-        f"{row.get('embedding') or row['run']}\n"
+        f"{row['run']}: {row.get('embedding') or ''}\n"
         + ("" if row.get("trainable") is None else "fine-tuned" if row["trainable"] else "frozen")
         for _, row in frame.iterrows()
-    ]
+    ]  # the run's number ties a bar to its row in summary.md
     for ax, key, title in ((axes[0], "test/accuracy", "Test accuracy"), (axes[1], f1, "")):
         if key is None or key not in frame:
             continue
@@ -159,6 +160,9 @@ def _plot(frame: pd.DataFrame, path: Path) -> None:
         ax.set_xticks(range(len(frame)), labels, fontsize=7)
         ax.set_title(title or f"Test F1, {key.removeprefix('test/f1_')}")
         ax.set_ylim(0, 1)
+    if "trainable" in frame and frame["trainable"].notna().any():
+        handles = [Patch(color="tab:blue"), Patch(color="tab:orange")]
+        fig.legend(handles, ["frozen", "fine-tuned"], loc="outside upper right", fontsize=8)
     fig.savefig(path, dpi=110)
 
 
