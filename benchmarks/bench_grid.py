@@ -238,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     print(code_state(), flush=True)
     texts, labels = load_seed_data(args.data_dir)
     train_texts = write_split(texts, labels, work / "split", args.seed)
-    print(f"split (seed {args.seed}): {len(train_texts)} train, {len(texts) - len(train_texts)} test")
+    print(
+        f"split (seed {args.seed}): {len(train_texts)} train, {len(texts) - len(train_texts)} test"
+    )
     modules = build_modules(train_texts, work)
 
     print(f"grid ... (load {os.getloadavg()[0]:.2f})", flush=True)
@@ -260,7 +262,6 @@ def main(argv: list[str] | None = None) -> int:
         (work / "keras").mkdir(exist_ok=True)
         keras = run_keras_all(modules, work, args.seed, args.keras_steps)
         keras_file.write_text(json.dumps(keras, indent=1, default=str) + "\n")
-
 
     # ---- the table
     checks: list[tuple[str, bool | None]] = []
@@ -320,6 +321,14 @@ def main(argv: list[str] | None = None) -> int:
         f"frozen = measured full runs, fine-tuned = {keras['steps']}-step median step x steps "
         "per epoch + validation, x our fine-tuned run's epochs"
     )
+    for name in GRID:
+        fr, ft = keras[f"{name}_frozen"], keras[f"{name}_finetune"]
+        print(
+            f"  Keras {name}: frozen {fr['epochs']} epochs, {fr['wall_s']:.0f} s process wall, "
+            f"RSS {fr['peak_rss_mb']:.0f} MiB; fine-tune step {ft['step_median_s']:.3f} s x "
+            f"{ft['steps_per_full_epoch']} + validation {ft['val_s']:.1f} s = "
+            f"{ft['full_epoch_s']:.1f} s an epoch, RSS {ft['peak_rss_mb']:.0f} MiB"
+        )
     ratio = grid_s / keras_total if keras_total else float("inf")
     done = len(grid["runs"]) == 2 * len(GRID) and grid["rc"] == 0
     checks[:0] = [
@@ -327,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"whole grid <= {GRID_LIMIT_S / 60:.0f} minutes: {grid_s:.1f} s", grid_s <= GRID_LIMIT_S),
         (
             f"whole grid <= 1/50 of the Keras estimate: {grid_s:.0f} s / {keras_total:.0f} s "
-            f"= 1/{1 / ratio:.0f}",
+            f"= 1/{1 / ratio:.1f}",
             ratio <= KERAS_RATIO,
         ),
         (f"sweep peak RSS <= {RSS_LIMIT_GB:g} GB: {rss_gb:.2f} GB", rss_gb <= RSS_LIMIT_GB),
