@@ -4,14 +4,27 @@ exist, `max_epochs >= 1`)."""
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fakenews_pl.errors import ConfigError
+
+
+def run_suffix() -> str:
+    """`${run_suffix:}` in run-dir names (conf/hydra): this process's id and a random tag."""
+    return f"{os.getpid()}-{secrets.token_hex(2)}"
+
+
+# Run dirs are resolved by Hydra before the job starts: every entry point imports this module,
+# so the resolver exists by then.
+if not OmegaConf.has_resolver("run_suffix"):
+    OmegaConf.register_new_resolver("run_suffix", run_suffix, use_cache=True)
 
 PRECISIONS = ("32-true", "32", 32, "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")

@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import pickle
 import resource
-import secrets
 import time
 import warnings
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
@@ -46,16 +44,6 @@ class _NoAdverts(logging.Filter):
 
 
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoAdverts())
-
-
-def run_suffix() -> str:
-    """`${run_suffix:}` in run-dir names: this process's id and a random tag."""
-    return f"{os.getpid()}-{secrets.token_hex(2)}"
-
-
-# Run dirs are resolved by Hydra before the job starts: the resolver must exist by then.
-if not OmegaConf.has_resolver("run_suffix"):
-    OmegaConf.register_new_resolver("run_suffix", run_suffix, use_cache=True)
 
 # What `report_on` reports, as report.md words it.
 REPORT_ON = {
