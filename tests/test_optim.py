@@ -143,31 +143,38 @@ def test_touched_row_adam_equals_adam_over_the_whole_table(
     assert torch.equal(dense[untouched], start[untouched])
 
 
+def _steps(param, optimizer, start, schedule, first: int = 0) -> None:
+    """One optimizer step per scheduled batch; batch k's gradient is seeded by k + `first`."""
+    for step, ids in enumerate(schedule, start=first):
+        param.grad = _sparse_grad(start, ids, seed=step)
+        optimizer.step()
+
+
+def _saved_and_reloaded(path, param, optimizer) -> dict:
+    """Table and optimizer state through torch.save and a `weights_only` load, as in a
+    checkpoint (`state_dict` first: it may write moved rows into the table)."""
+    state = optimizer.state_dict()
+    torch.save({"table": param.detach(), "optimizer": state}, path)
+    return torch.load(path, weights_only=True)
+
+
 def test_touched_row_adam_resumes_mid_run_exactly(tmp_path) -> None:
     rows, dim = 50, 16
     start = torch.randn(rows, dim)
     schedule = _touch_schedule(rows, 10, seed=3)
     whole = torch.nn.Parameter(start.clone())
     optimizer = TouchedRowAdam([whole], lr=1e-2, eps=1e-7)
-    for step, ids in enumerate(schedule):
-        whole.grad = _sparse_grad(start, ids, seed=step)
-        optimizer.step()
+    _steps(whole, optimizer, start, schedule)
     first = torch.nn.Parameter(start.clone())
     before = TouchedRowAdam([first], lr=1e-2, eps=1e-7)
-    for step, ids in enumerate(schedule[:4]):
-        first.grad = _sparse_grad(start, ids, seed=step)
-        before.step()
-    state = before.state_dict()  # writes every moved row into the table first
-    torch.save({"table": first.detach(), "optimizer": state}, tmp_path / "c.pt")
-    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    _steps(first, before, start, schedule[:4])
+    saved = _saved_and_reloaded(tmp_path / "c.pt", first, before)
     assert saved["optimizer"]["state"][0]["rows"].dtype == torch.int64
     assert saved["optimizer"]["state"][0]["exp_avg"].shape[0] < rows  # touched rows only
     resumed = torch.nn.Parameter(saved["table"].clone())
     after = TouchedRowAdam([resumed], lr=1e-2, eps=1e-7)
     after.load_state_dict(saved["optimizer"])
-    for step, ids in enumerate(schedule[4:], start=4):
-        resumed.grad = _sparse_grad(start, ids, seed=step)
-        after.step()
+    _steps(resumed, after, start, schedule[4:], first=4)
     after.sync()
     optimizer.sync()
     assert torch.equal(resumed, whole)
@@ -193,25 +200,18 @@ def test_row_sparse_adam_saves_touched_rows_only_and_resumes_exactly(tmp_path) -
     schedule = _touch_schedule(rows, 8, seed=9)
     whole = torch.nn.Parameter(start.clone())
     reference = torch.optim.SparseAdam([whole], lr=1e-2, eps=1e-7)
-    for step, ids in enumerate(schedule):
-        whole.grad = _sparse_grad(start, ids, seed=step)
-        reference.step()
+    _steps(whole, reference, start, schedule)
     first = torch.nn.Parameter(start.clone())
     before = RowSparseAdam([first], lr=1e-2, eps=1e-7)
-    for step, ids in enumerate(schedule[:3]):
-        first.grad = _sparse_grad(start, ids, seed=step)
-        before.step()
-    torch.save({"table": first.detach(), "optimizer": before.state_dict()}, tmp_path / "c.pt")
-    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    _steps(first, before, start, schedule[:3])
+    saved = _saved_and_reloaded(tmp_path / "c.pt", first, before)
     state = saved["optimizer"]["state"][0]
     touched = torch.cat(schedule[:3]).unique()
     assert torch.equal(state["rows"], touched) and state["exp_avg"].shape == (len(touched), dim)
     resumed = torch.nn.Parameter(saved["table"].clone())
     after = RowSparseAdam([resumed], lr=1e-2, eps=1e-7)
     after.load_state_dict(saved["optimizer"])
-    for step, ids in enumerate(schedule[3:], start=3):
-        resumed.grad = _sparse_grad(start, ids, seed=step)
-        after.step()
+    _steps(resumed, after, start, schedule[3:], first=3)
     assert torch.equal(resumed, whole)  # = torch's SparseAdam, never interrupted
     for key in ("exp_avg", "exp_avg_sq"):
         assert torch.equal(after.state[resumed][key], reference.state[whole][key])
