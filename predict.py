@@ -12,7 +12,7 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from fakenews_pl import config, errors  # noqa: E402, F401  (config: the run-dir resolver)
+from fakenews_pl import config, errors  # noqa: E402
 from fakenews_pl.classifier import Classifier  # noqa: E402
 from fakenews_pl.errors import ConfigError  # noqa: E402
 
@@ -21,8 +21,7 @@ def predict(cfg: DictConfig) -> list[str]:
     """Print the label and class probabilities of `cfg.text`, or score `cfg.input`."""
     if (cfg.text is None) == (cfg.input is None) or (cfg.input is not None) != bool(cfg.output):
         raise ConfigError("give text=... or both input=FILE.csv and output=OUT.csv")
-    if not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: expected a checkpoint file")
+    config.check_checkpoint_and_device(cfg)
     clf = Classifier.load(cfg.ckpt_path, cfg.device)
     if cfg.text is not None:
         (probabilities,) = clf.predict_proba([str(cfg.text)])

@@ -40,9 +40,8 @@ class Classifier:
         from fakenews_pl import pipeline  # the checkpoint loaders (weights_only, one-line refusals)
 
         model = pipeline.load_model(str(path), map_location=torch.device(device))
-        with pipeline.refusing_unsafe_checkpoints(str(path)):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return cls(model, checkpoint.get("datamodule_hyper_parameters"))
+        data = pipeline.read_checkpoint(path).get("datamodule_hyper_parameters")
+        return cls(model, data)
 
     @torch.no_grad()
     def predict_proba(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:

@@ -174,7 +174,15 @@ def check_train_config(cfg: DictConfig, multirun: bool | None = None) -> None:
 
 
 def check_eval_config(cfg: DictConfig) -> None:
-    """What `evaluate.py` reads: the checkpoint and the device."""
+    """What `evaluate.py` reads: the checkpoint, the device and any data given."""
+    check_checkpoint_and_device(cfg)
+    if cfg.get("data"):
+        check_data(cfg)
+
+
+def check_checkpoint_and_device(cfg: DictConfig) -> None:
+    """`ckpt_path`, a checkpoint file, and `device`, cpu or a CUDA GPU this machine has
+    (what evaluate.py and predict.py load a model with)."""
     ckpt = cfg.get("ckpt_path")
     _require(ckpt is not None and Path(ckpt).is_file(), "ckpt_path", ckpt, "a checkpoint file")
     device = cfg.get("device", "cpu")
@@ -185,5 +193,3 @@ def check_eval_config(cfg: DictConfig) -> None:
     _require(device_type in ("cpu", "cuda"), "device", device, "cpu or cuda[:N]")
     if device_type == "cuda":
         _require(torch.cuda.is_available(), "device", device, "a machine with a CUDA GPU")
-    if cfg.get("data"):
-        check_data(cfg)

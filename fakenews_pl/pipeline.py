@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import pickle
 import resource
 import time
@@ -231,11 +232,17 @@ def write_report(
     return metrics
 
 
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's dict, tensors memory-mapped (cheap for a fine-tuned table), loaded with
+    `weights_only=True`: for what a model's `load_from_checkpoint` does not hand back."""
+    with refusing_unsafe_checkpoints(str(path)):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
 def check_test_rows(ckpt_path: str, datamodule: FakeNewsDataModule, strict: bool = True) -> None:
     """Refuse (or with `strict=False` warn) when the rows `datamodule` calls test are not the
     rows the run in `ckpt_path` held out, as the checkpoint records them."""
-    with refusing_unsafe_checkpoints(ckpt_path):
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = read_checkpoint(ckpt_path)
     recorded = checkpoint.get(type(datamodule).__qualname__, {}).get("fingerprint", {}).get("test")
     if recorded is None:
         rank_zero_warn(
