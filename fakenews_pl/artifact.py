@@ -1,15 +1,17 @@
 """The converted-embedding artifact on disk: one directory, written atomically.
 
-    DIR/table.safetensors  "table": (vocab_size + oov_buckets, dim) float32
+    DIR/table.safetensors  "table": (vocab_size + oov_buckets, dim) float32 or float64
     DIR/vocab.txt          the module's vocabulary, one token per line (UTF-8, "\\n"-terminated)
-    DIR/meta.json          source, sizes, hash, text recipe, combiner, sha256 of both files,
-                           the parity figure measured against TensorFlow, and `meta_sha256`:
-                           the sha256 of meta.json's own canonical content (`meta_checksum`)
+    DIR/meta.json          source, sizes, the table's `dtype`, hash, text recipe, combiner,
+                           sha256 of both files, the parity figure measured against TensorFlow,
+                           and `meta_sha256`: the sha256 of meta.json's own canonical content
+                           (`meta_checksum`)
 
 `write_artifact` writes the format and `read` reads it back (verified). Every file is covered:
 an edited meta.json (a `combiner` changed by hand) is refused like an altered table.
 `verified_meta` checks a whole directory once per process while its files stay unchanged, so the
 token cache (`fakenews_pl.corpus`) and `HubEmbedding.load` in one run hash a 1 GB table once.
+A meta.json without `dtype` (written before tables could be float64) means float32.
 Nothing here imports TensorFlow.
 """
 
@@ -37,6 +39,8 @@ VOCAB_FILE = "vocab.txt"
 META_FILE = "meta.json"
 TABLE_KEY = "table"
 META_SHA256 = "meta_sha256"
+DTYPES = ("float32", "float64")  # a table's dtype as meta.json records it
+DEFAULT_DTYPE = "float32"  # artifacts that do not record one
 # Files changed this recently before they were hashed are hashed again next time: two writes
 # within one timestamp tick (FAT's is 2 s) could leave size, mtime and ctime all unchanged.
 SETTLED_NS = 2_000_000_000
@@ -184,7 +188,7 @@ def _stat_key(path: Path) -> tuple | None:
 class Artifact:
     """A converted embedding read from disk: its table, tokenizer and metadata."""
 
-    table: Any  # (vocab_size + oov_buckets, dim) float32 torch.Tensor
+    table: Any  # (vocab_size + oov_buckets, dim) float32 or float64 torch.Tensor
     tokenizer: HubTokenizer
     meta: dict[str, Any]
 
@@ -199,8 +203,23 @@ def read(directory: str | os.PathLike, verify: bool = True) -> Artifact:
     tensors = load_file(path / TABLE_FILE)
     if TABLE_KEY not in tensors:
         raise ArtifactError(f"{path / TABLE_FILE} has no tensor {TABLE_KEY!r}")
+    table, dtype = tensors[TABLE_KEY], table_dtype(meta)
+    if str(table.dtype).removeprefix("torch.") != dtype:
+        raise ArtifactError(
+            f"{path / TABLE_FILE} holds a {str(table.dtype).removeprefix('torch.')} table, "
+            f"{META_FILE} says {dtype}; {reconvert_hint(path, meta)}"
+        )
     tokenizer = read_tokenizer(path, meta, verify=verify)
-    return Artifact(tensors[TABLE_KEY], tokenizer, {**meta, "path": str(path)})
+    return Artifact(table, tokenizer, {**meta, "dtype": dtype, "path": str(path)})
+
+
+def table_dtype(meta: dict[str, Any]) -> str:
+    """The table's dtype meta.json records ("float32" when it records none), or an
+    `ArtifactError`."""
+    dtype = meta.get("dtype", DEFAULT_DTYPE)
+    if dtype not in DTYPES:
+        raise ArtifactError(f"{META_FILE}: dtype {dtype!r} is not one of {list(DTYPES)}")
+    return dtype
 
 
 def read_tokenizer(
@@ -225,13 +244,15 @@ def write_artifact(
 ) -> None:
     """Write table, vocabulary and meta.json (with checksums) into `directory`.
 
-    `table` is a (vocab + oov_buckets, dim) float tensor; `meta` holds at least `source`,
+    `table` is a (vocab + oov_buckets, dim) float tensor, stored as float64 if it is float64
+    and as float32 otherwise (meta.json's `dtype` says which); `meta` holds at least `source`,
     `oov_buckets`, `recipe` (a `TextRecipe.to_dict()`) and `combiner`.
     """
     import torch
     from safetensors.torch import save_file
 
-    table = table.detach().to(torch.float32).contiguous()
+    dtype = torch.float64 if table.dtype == torch.float64 else torch.float32
+    table = table.detach().to(dtype).contiguous()
     if table.shape[0] != len(vocab) + meta["oov_buckets"]:
         raise ArtifactError(
             f"table has {table.shape[0]} rows, expected vocab {len(vocab)} + "
@@ -246,6 +267,7 @@ def write_artifact(
             "dim": int(table.shape[1]),
             "vocab_size": len(vocab),
             "num_rows": int(table.shape[0]),
+            "dtype": str(dtype).removeprefix("torch."),
             "hash": "farmhash.fingerprint64",
         },
     )

@@ -109,6 +109,7 @@ def train_epoch(model: FakeNewsClassifier, batch: dict[str, Any]) -> None:
             if x is None:
                 with torch.set_grad_enabled(trainable):
                     x = model.embedding(part["ids"], part["offsets"])  # (T,), (B,) -> (B, D)
+                    x = x.float()  # a float64 table's vectors; the head is float32 here
             part_logits, grad = head_step(x, part["labels"], trainable)
             for wrapper in wrappers:
                 wrapper._on_before_step()

@@ -4,7 +4,7 @@ TF-Hub text modules pool with `tf.nn.safe_embedding_lookup_sparse(..., combiner=
 ends in `SparseSegmentSum/Mean/SqrtN(data, indices, segment_ids)`.  Its CPU kernel
 (`SparseSegmentReductionOpBase::ReduceImpl` in tensorflow/core/kernels/
 segment_reduction_ops_impl.h; checked bit for bit against TF 2.21 in tests/test_pooling.py)
-adds the n float32 rows of a segment in this order (segments are independent):
+adds the n float32 rows of a segment in this order (segments are independent; float64 below):
 
 * n == 0: zeros.  n == 1: the row itself.
 * a *head* of h rows summed left to right, ``((x0 + x1) + x2) + ...``, with h = n for n < 10,
@@ -21,6 +21,11 @@ on CPU (tested), so `pool_bags` is two nested `embedding_bag` calls: one over th
 the ids (no (T, D) token rows are materialised), one over the rows of that result, then the
 scaling.  No Python loop, no sort.  The first call gives the weight gradient (dense, or sparse
 like `nn.EmbeddingBag(sparse=True)`); the rest has a one-gather custom backward.
+
+A float64 table (the v2 exporter builds its table from Python floats) is pooled in the same
+order in float64, as TF's double kernel does; its m is double(n) or sqrt(double(n)), the head
+multiplied by ``1.0 / m`` and the longer bags divided by m, all in double (`make_plan` picks
+the scales by the table's dtype; tests/test_pooling.py checks both dtypes against TF).
 
 Only known difference: `embedding_bag` starts from +0.0, so a sum of -0.0 values comes out as
 +0.0 where TF keeps -0.0.  Values compare equal; max abs difference is exactly 0.
@@ -68,32 +73,37 @@ def _length_columns(n: np.ndarray) -> np.ndarray:
     return np.stack([head_len, 1 + (n - head_len) // _BLOCK], axis=1)
 
 
-def _scale_columns(n: np.ndarray, combiner: str) -> np.ndarray:
-    """(N,) lengths -> (N, 3) float32 [head_scale, final_div, grad_scale], "mean" or "sqrtn"."""
+def _scale_columns(n: np.ndarray, combiner: str, double: bool = False) -> np.ndarray:
+    """(N,) lengths -> (N, 3) [head_scale, final_div, grad_scale] for "mean" or "sqrtn":
+    float32, or with `double` float64 (TF's kernel for a float64 table)."""
     nd = np.maximum(n, 1).astype(np.float64)
     m64 = nd if combiner == "mean" else np.sqrt(nd)
+    short = n < _SHORT
+    if double:  # m = double(n) or sqrt(double(n)); 1.0 / m in double
+        recip = 1.0 / m64
+        return np.stack([np.where(short, recip, 1.0), np.where(short, 1.0, m64), recip], axis=1)
     # m as TF rounds it: float(n) or float(sqrt(double(n))).  Not torch's float32 sqrt, which
     # is one ulp off for some n (e.g. 267).
     m = m64.astype(np.float32)
     # 1.0f / m: a float64 division rounded once to float32 equals the float32 division.
     recip = (1.0 / m.astype(np.float64)).astype(np.float32)
-    short = n < _SHORT
     one = np.float32(1)
     grad = (1.0 / m64).astype(np.float32)
     return np.stack([np.where(short, recip, one), np.where(short, one, m), grad], axis=1)
 
 
 # Per-length lookup tables, grown by doubling, so a batch costs one numpy lookup per table.
-_TABLES: dict[str, np.ndarray] = {}
+_TABLES: dict[tuple[str, bool], np.ndarray] = {}
 
 
-def _table(key: str, max_len: int) -> np.ndarray:
-    """Table of `_length_columns` (key "lengths") or `_scale_columns` for lengths 0..max_len."""
-    table = _TABLES.get(key)
+def _table(key: str, max_len: int, double: bool = False) -> np.ndarray:
+    """Table of `_length_columns` (key "lengths") or `_scale_columns` (key: the combiner; in
+    float64 with `double`) for lengths 0..max_len."""
+    table = _TABLES.get((key, double))
     if table is None or table.shape[0] <= max_len:
         n = np.arange(max(1024, 1 << max_len.bit_length()))
-        table = _length_columns(n) if key == "lengths" else _scale_columns(n, key)
-        _TABLES[key] = table
+        table = _length_columns(n) if key == "lengths" else _scale_columns(n, key, double)
+        _TABLES[key, double] = table
     return table
 
 
@@ -117,7 +127,9 @@ def _to_device(x: np.ndarray, device: torch.device, dtype: torch.dtype | None = 
 def make_plan(offsets: Tensor, total: int, combiner: str, dtype: torch.dtype) -> BagPlan:
     """Split B >= 1 bags given by (B,) `offsets` into `total` ids into TF's sub-bags.
 
-    Built with a few numpy calls on the (small) offsets, since it runs for every batch.
+    The scales are in `dtype`, the table's: computed as TF's double kernel does for float64,
+    as its float kernel does otherwise. Built with a few numpy calls on the (small) offsets,
+    since it runs for every batch.
     """
     device = offsets.device
     off = (offsets if device.type == "cpu" else offsets.cpu()).numpy()
@@ -135,7 +147,7 @@ def make_plan(offsets: Tensor, total: int, combiner: str, dtype: torch.dtype) ->
         sub_owner = _to_device(np.repeat(np.arange(off.size), subs), device)
     scales: list[Tensor | None] = [None, None, None]
     if combiner != "sum":
-        cols = _table(combiner, max_len)[n]  # (B, 3)
+        cols = _table(combiner, max_len, double=dtype == torch.float64)[n]  # (B, 3)
         scales = [_to_device(cols[:, i : i + 1], device, dtype) for i in range(3)]
     return BagPlan(_to_device(sub_offsets, device), bag_offsets, sub_owner, *scales)
 

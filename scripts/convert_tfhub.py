@@ -2,6 +2,7 @@
 
     python scripts/convert_tfhub.py nnlm128 artifacts/embeddings/nnlm128
     python scripts/convert_tfhub.py /path/to/saved_model out_dir --probe-file my_sentences.txt
+    python scripts/convert_tfhub.py /path/to/float64_module out_dir --dtype float32
 
 SOURCE is a local SavedModel directory, a TF-Hub handle or URL, or one of the short names
 gnews20, nnlm50, nnlm128, wiki250; `all` converts those four into OUT_DIR/<name> (the paths
@@ -9,6 +10,9 @@ gnews20, nnlm50, nnlm128, wiki250; `all` converts those four into OUT_DIR/<name>
 conversion has been verified against TensorFlow; on any failure (or Ctrl-C) nothing is left
 behind. Without network, download
 the module elsewhere (the .tar.gz from tfhub.dev or Kaggle), extract it and pass the directory.
+The table keeps the module's dtype (float32, or float64 as TF-Hub's example exporter writes
+it; the outputs then equal TensorFlow's bit for bit) unless `--dtype float32` stores a float64
+table as float32, verified within `--relative-tolerance` of TensorFlow's float64 outputs.
 Errors are one line on stderr, without TensorFlow's start-up logging.
 """
 
@@ -19,7 +23,9 @@ import sys
 from pathlib import Path
 
 from fakenews_pl.convert import (
+    DEFAULT_RELATIVE_TOLERANCE,
     DEFAULT_TOLERANCE,
+    DTYPE_CHOICES,
     HUB_MODULES,
     ConversionError,
     convert,
@@ -40,7 +46,20 @@ def main(argv: list[str] | None = None) -> int:
         "--tolerance",
         type=float,
         default=DEFAULT_TOLERANCE,
-        help="largest allowed |TF - torch| (default %(default)g)",
+        help="largest allowed |TF - torch| when the table keeps its dtype (default %(default)g)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        default="keep",
+        help="the table's dtype in the artifact: the module's own (keep, the default) or float32",
+    )
+    parser.add_argument(
+        "--relative-tolerance",
+        type=float,
+        default=DEFAULT_RELATIVE_TOLERANCE,
+        help="largest allowed max|TF - torch| / max|TF| of a vector when a float64 table is "
+        "stored as float32 (default %(default)g)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     args = parser.parse_args(argv)
@@ -66,7 +85,15 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 raise FileExistsError(f"{out_dir} already exists (pass --overwrite to replace it)")
             quiet_tensorflow()
-            meta = convert(source, out_dir, probes, args.tolerance, args.overwrite)
+            meta = convert(
+                source,
+                out_dir,
+                probes,
+                args.tolerance,
+                args.overwrite,
+                dtype=args.dtype,
+                relative_tolerance=args.relative_tolerance,
+            )
         except (ConversionError, FileExistsError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -83,10 +110,17 @@ def main(argv: list[str] | None = None) -> int:
 def _report(out_dir: Path, meta: dict) -> None:
     """One line: what was written and how close it is to TensorFlow."""
     parity = meta["parity"]
+    if parity.get("checked") == "max_rel_diff":
+        close = (
+            f"stored as float32 from {meta['source_dtype']}, max |TF - torch| / max |TF| = "
+            f"{parity['max_rel_diff']:.2g}"
+        )
+    else:
+        close = f"max |TF - torch| = {parity['max_abs_diff']:.2g}"
     print(
-        f"wrote {out_dir}: {meta['num_rows']:,} x {meta['dim']} ({meta['vocab_size']:,} "
-        f"tokens + {meta['oov_buckets']} OOV buckets), max |TF - torch| = "
-        f"{parity['max_abs_diff']:.2g} over {parity['probes']} probes"
+        f"wrote {out_dir}: {meta['num_rows']:,} x {meta['dim']} {meta['dtype']} "
+        f"({meta['vocab_size']:,} tokens + {meta['oov_buckets']} OOV buckets), {close} over "
+        f"{parity['probes']} probes"
     )
 
 

@@ -2,7 +2,8 @@
 
 The tolerance is exactly 0 (np.array_equal; the only allowed difference is the sign of a zero,
 see fakenews_pl/pooling.py).  Row values span 1e-3..1e6 so that any other summation order
-shows up, as does the crafted 1e8 / 1 / -1e8 bag.
+shows up, as does the crafted 1e8 / 1 / -1e8 bag.  Float64 tables (TF-Hub's v2 example
+exporter writes them) are checked the same way against TF's double kernels.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fakenews_pl.pooling import COMBINERS, head_lengths, make_plan, pool_bags
+from fakenews_pl.pooling import COMBINERS, head_lengths, make_plan, pool_bags, pool_with_plan
 
 VOCAB, DIM = 6000, 48
 # Bag lengths: the head/block edge cases, empty bags (first, middle, last), and long bags.
@@ -58,6 +59,15 @@ def _tf_pool(tf, table, ids, offsets, combiner: str) -> np.ndarray:
     }[combiner]
     with tf.device("/CPU:0"):
         return op(table, ids, segments, num_segments=offsets.size).numpy()
+
+
+def _table64(seed: int = 0) -> np.ndarray:
+    """(VOCAB, DIM) float64 rows with magnitudes 1e-3..1e6 and bits below float32's, plus rows
+    0..2 = 1e17, 1, -1e17 (1e17 + 1 rounds to 1e17 in double)."""
+    rng = np.random.default_rng(seed)
+    table = rng.standard_normal((VOCAB, DIM)) * 10.0 ** rng.integers(-3, 7, (VOCAB, DIM))
+    table[:3] = np.array([1e17, 1.0, -1e17])[:, None]
+    return table
 
 
 def _pool(table, ids, offsets, combiner: str, index_dtype=torch.int64) -> np.ndarray:
@@ -120,6 +130,58 @@ def test_matches_safe_embedding_lookup_sparse(tf, combiner: str) -> None:
     assert np.array_equal(_pool(table, ids, offsets, combiner), expected.numpy())
 
 
+@pytest.mark.tf
+@pytest.mark.parametrize("combiner", COMBINERS)
+def test_float64_matches_tensorflow_bitwise(tf, combiner: str) -> None:
+    """A float64 table pools in float64, bit-equal to TF's double kernel: every length 0..40
+    (heads, blocks, empty bags), bags of one repeated id (the case float32 rounding shows
+    most), a 5000-id bag, and the full Hub-module path (safe_embedding_lookup_sparse)."""
+    table = _table64(seed=7)
+    lengths = list(range(41)) + [300, 5000, 64, 17]
+    ids, offsets = _bags(lengths, seed=8)
+    ends = np.cumsum(lengths)
+    for bag in (-1, -2, -3, 12, 40):  # one repeated id per bag, of lengths 17, 64, 5000, 12, 40
+        ids[ends[bag] - lengths[bag] : ends[bag]] = 100 + bag
+    expected = _tf_pool(tf, table, ids, offsets, combiner)
+    got = _pool(table, ids, offsets, combiner)
+    assert got.dtype == np.float64 and expected.dtype == np.float64
+    assert np.array_equal(got, expected), np.abs(got - expected).max(axis=1)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    cols = np.concatenate([np.arange(n) for n in lengths])
+    sparse_ids = tf.sparse.SparseTensor(
+        np.stack([rows, cols], axis=1), ids, dense_shape=[len(lengths), max(lengths)]
+    )
+    with tf.device("/CPU:0"):
+        hub = tf.nn.safe_embedding_lookup_sparse(table, sparse_ids, combiner=combiner).numpy()
+    assert np.array_equal(got, hub)
+    if combiner != "sum":  # float32 scales would not do: the double kernel's m and 1 / m
+        plan = make_plan(torch.from_numpy(offsets), ids.size, combiner, torch.float32)
+        wrong = pool_with_plan(torch.from_numpy(table), torch.from_numpy(ids), plan)
+        assert wrong.dtype == torch.float64 and not np.array_equal(wrong.numpy(), expected)
+
+
+def _m(lengths: list[int], combiner: str) -> np.ndarray:
+    """(B, 1) TF's double m for bags of `lengths` (1 for bags under 10)."""
+    n = np.maximum(np.array(lengths, dtype=np.float64), 1)
+    m = n if combiner == "mean" else np.sqrt(n)
+    return np.where(n < 10, 1.0, m)[:, None]
+
+
+@pytest.mark.parametrize("combiner", ["mean", "sqrtn"])
+def test_float64_scales_are_computed_in_double(combiner: str) -> None:
+    """n < 10 multiplies by 1.0 / m, n >= 10 divides by m; m = double(n) or sqrt(double(n))."""
+    lengths = list(range(1, 2000))
+    n = torch.tensor(lengths)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), n.cumsum(0)[:-1]])
+    plan = make_plan(offsets, int(n.sum()), combiner, torch.float64)
+    m = np.array([k if combiner == "mean" else math.sqrt(k) for k in lengths])
+    short = np.array(lengths) < 10
+    assert plan.head_scale.dtype == plan.final_div.dtype == torch.float64
+    assert np.array_equal(plan.head_scale.squeeze(1).numpy(), np.where(short, 1.0 / m, 1.0))
+    assert np.array_equal(plan.final_div.squeeze(1).numpy(), _m(lengths, combiner)[:, 0])
+    assert np.array_equal(plan.grad_scale.squeeze(1).numpy(), 1.0 / m)
+
+
 def _reference(weight: torch.Tensor, ids, offsets, combiner: str) -> torch.Tensor:
     """What HubEmbedding.forward computed before: EmbeddingBag, then / sqrt(n) for sqrtn."""
     mode = "mean" if combiner == "mean" else "sum"
@@ -132,21 +194,23 @@ def _reference(weight: torch.Tensor, ids, offsets, combiner: str) -> torch.Tenso
 
 @pytest.mark.parametrize("combiner", COMBINERS)
 @pytest.mark.parametrize("sparse", [False, True])
-def test_gradient_matches_embedding_bag(combiner: str, sparse: bool) -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradient_matches_embedding_bag(combiner: str, sparse: bool, dtype: torch.dtype) -> None:
     torch.manual_seed(0)
     ids, offsets = (torch.from_numpy(a) for a in _bags(LENGTHS[:-5] + [40, 0, 3], seed=6))
     ids = ids % 500  # repeated ids, so gradient rows accumulate
-    weight = torch.randn(500, 16, dtype=torch.float64).float()
-    upstream = torch.randn(offsets.numel(), 16)
+    weight = torch.randn(500, 16, dtype=torch.float64).to(dtype)
+    upstream = torch.randn(offsets.numel(), 16, dtype=torch.float64).to(dtype)
 
     ours = weight.clone().requires_grad_(True)
     (pool_bags(ours, ids, offsets, combiner, sparse=sparse) * upstream).sum().backward()
     ref = weight.clone().requires_grad_(True)
     (_reference(ref, ids, offsets, combiner) * upstream).sum().backward()
 
-    assert ours.grad is not None and ours.grad.is_sparse == sparse
+    assert ours.grad is not None and ours.grad.is_sparse == sparse and ours.grad.dtype == dtype
     grad = ours.grad.to_dense() if sparse else ours.grad
-    torch.testing.assert_close(grad, ref.grad, rtol=1e-6, atol=1e-6)
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(grad, ref.grad, rtol=tolerance, atol=tolerance)
     # The forward agrees with the old path to float32 rounding (not bitwise: other order).
     torch.testing.assert_close(
         pool_bags(weight, ids, offsets, combiner), _reference(weight, ids, offsets, combiner)
