@@ -3,6 +3,7 @@
     python benchmarks/parity_train.py                    # one seed, frozen + trainable
     python benchmarks/parity_train.py --seeds 3          # mean +- std of the differences
     python benchmarks/parity_train.py --dim 64 --keep /tmp/parity   # keep splits, logs, runs
+    python benchmarks/parity_train.py --seeds 5 --optimizers adam,keras_adam  # both arithmetics
 
 On the seed-fakenews files (`../shared/data/seed-fakenews` beside the repository) it makes one
 seeded stratified train/test split (test 0.33, labels encoded like sklearn's LabelEncoder:
@@ -27,7 +28,9 @@ show no progress bar: Keras does neither, and `report_on=last` needs no checkpoi
 
 Targets: test accuracy and per-class F1 within 1 point of Keras in both modes.
 With `--seeds N` the training seed varies (split and module stay fixed), and the summary gives
-mean +- std of each difference next to Keras's own seed-to-seed spread.
+mean +- std (and the standard error of the mean) of each difference next to Keras's own
+seed-to-seed spread. `--optimizers adam,keras_adam` trains ours once per Adam arithmetic
+(`model.optimizer`: torch's, or tf.keras's op for op) against the same Keras run.
 """
 
 from __future__ import annotations
@@ -463,7 +466,7 @@ def summarise_seeds(results: dict[str, list[tuple[dict, dict]]]) -> list[tuple[s
     print(f"\nOver {n} seeds, in points (PASS when |mean diff| <= 1; 'noise' when |mean diff| <=")
     print("2 standard errors, i.e. not distinguishable from zero with this many seeds):")
     print(
-        f"{'mode / metric':<30}{'mean diff':>10}{'std diff':>10}{'2 SE':>8}"
+        f"{'mode / metric':<36}{'mean diff':>10}{'std diff':>10}{'SE':>7}{'2 SE':>8}"
         f"{'keras std':>11}{'ours std':>10}  verdict"
     )
     out = []
@@ -476,7 +479,7 @@ def summarise_seeds(results: dict[str, list[tuple[dict, dict]]]) -> list[tuple[s
             se2 = 2 * std / len(diffs) ** 0.5
             noise = "noise" if abs(mean) <= se2 else "systematic"
             print(
-                f"{mode + ' ' + key:<30}{mean:>+10.2f}{std:>10.2f}{se2:>8.2f}"
+                f"{mode + ' ' + key:<36}{mean:>+10.2f}{std:>10.2f}{se2 / 2:>7.2f}{se2:>8.2f}"
                 f"{k_std:>11.2f}{o_std:>10.2f}  {noise}"
             )
             if key in CRITERIA:
@@ -498,11 +501,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modes", default="frozen,trainable,trainable-sparse", help="comma-separated subset"
     )
+    parser.add_argument(
+        "--optimizers",
+        default="adam",
+        help="comma-separated model.optimizer values for our runs (adam, keras_adam)",
+    )
     parser.add_argument("--keep", type=Path, help="work dir to keep (default: a temp dir)")
     args = parser.parse_args(argv)
-    modes = args.modes.split(",")
+    modes, optimizers = args.modes.split(","), args.optimizers.split(",")
     if unknown := set(modes) - {"frozen", "trainable", "trainable-sparse"}:
         parser.error(f"unknown modes {sorted(unknown)}")
+    if unknown := set(optimizers) - {"adam", "keras_adam"}:
+        parser.error(f"unknown optimizers {sorted(unknown)}")
+    # One row per mode and arithmetic; the mode alone when only torch's Adam runs.
+    runs = [(m, o, m if optimizers == ["adam"] else f"{m} {o}") for m in modes for o in optimizers]
     if not args.data_dir.is_dir():
         sys.exit(f"no seed-fakenews data at {args.data_dir}; this benchmark needs it")
     work = args.keep or Path(tempfile.mkdtemp(prefix="parity_train_"))
@@ -520,19 +532,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"module: {meta['num_rows']:,} x {meta['dim']} SVD vectors of the train texts")
 
     checks: list[tuple[str, bool]] = []
-    per_seed: dict[str, list[tuple[dict, dict]]] = {m: [] for m in modes}
+    per_seed: dict[str, list[tuple[dict, dict]]] = {label: [] for _, _, label in runs}
     for seed in range(args.seed, args.seed + args.seeds):
         keras: dict[bool, dict] = {}
-        for mode in modes:
+        for mode, optimizer, label in runs:
             trainable = mode != "frozen"
-            tag = f"{mode}_seed{seed}"
+            tag = label.replace(" ", "_") + f"_seed{seed}"
             if trainable not in keras:
                 out = work / f"keras_{'trainable' if trainable else 'frozen'}_seed{seed}.json"
                 keras[trainable] = run_keras(saved, work / "split", out, trainable, seed)
             extra = ["model.sparse_embedding=true"] if mode == "trainable-sparse" else []
+            extra.append(f"model.optimizer={optimizer}")
             ours = run_ours(artifact, work / "split", work / f"ours_{tag}", trainable, seed, extra)
             print_table(
-                f"== {mode}, seed {seed}",
+                f"== {label}, seed {seed}",
                 {"keras": keras[trainable], "ours": ours},
                 ("keras", "ours"),
             )
@@ -541,8 +554,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ours['setup_s']:.2f} s"
             )
             if args.seeds == 1:
-                checks += verdicts(mode, keras[trainable], ours)
-            per_seed[mode].append((keras[trainable], ours))
+                checks += verdicts(label, keras[trainable], ours)
+            per_seed[label].append((keras[trainable], ours))
     if args.seeds > 1:
         checks = summarise_seeds(per_seed)
     print("\nTargets (test accuracy and per-class F1 within 1 point of Keras):")

@@ -4,14 +4,18 @@
 (no per-call bookkeeping). `RowSparseAdam` is `torch.optim.SparseAdam` with each update done on
 the gradient's rows by index_select/index_add_ instead of sparse-tensor masks and additions:
 the same arithmetic in the same order (bit-identical, tested), at a fraction of the cost on CPU.
+`KerasAdam` (and `TouchedRowAdam(arithmetic="keras")` for a table) is the notebook's optimizer,
+tf.keras's Adam, op for op: `model.optimizer=keras_adam`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import torch
 from torch.optim.adam import adam as functional_adam
 
@@ -77,10 +81,12 @@ class AdamStep:
 
 def stepper(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     """The cheapest exact `optimizer.step` for gradients written in place: `AdamStep` for a
-    stepped Adam, else `optimizer.step`."""
+    stepped Adam, `KerasAdam.update` for Keras's, else `optimizer.step`."""
     if type(optimizer) is torch.optim.Adam and len(optimizer.param_groups) == 1:
         if _stepped(optimizer):
             return AdamStep(optimizer)
+    if isinstance(optimizer, KerasAdam):
+        return optimizer.update
     return optimizer.step
 
 
@@ -238,6 +244,10 @@ class TouchedRowAdam(torch.optim.Optimizer):
     backends without sparse all-reduce). State per table: `step` (as Adam's), `rows` (K,)
     int64 ascending, `exp_avg` and `exp_avg_sq` (K, D): `state_dict` holds the touched rows'
     moments only.
+
+    `arithmetic="keras"`: tf.keras's Adam on the table instead (`keras_row_adam`, its branch
+    for an embedding's row gradients), equal to `KerasAdam(row_gradients=True)` over the whole
+    table bit for bit: the premise holds there too (zero moments, zero step).
     """
 
     def __init__(
@@ -247,9 +257,13 @@ class TouchedRowAdam(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         fused: bool | None = None,
+        arithmetic: str = "torch",
     ) -> None:
+        if arithmetic not in ("torch", "keras"):
+            raise ValueError(f"arithmetic must be 'torch' or 'keras', got {arithmetic!r}")
         defaults = {"lr": lr, "betas": betas, "eps": eps, "fused": fused, "maximize": False}
         super().__init__(params, defaults)
+        self.arithmetic = arithmetic
         for group in self.param_groups:
             for param in group["params"]:
                 if param.ndim != 2:
@@ -262,6 +276,7 @@ class TouchedRowAdam(torch.optim.Optimizer):
         self._values: dict[torch.Tensor, torch.Tensor] = {}  # (K, D) current touched rows
         self._grads: dict[torch.Tensor, torch.Tensor] = {}  # (K, D), zero but the last step's
         self._written: dict[torch.Tensor, torch.Tensor] = {}  # positions the last step wrote
+        self._scratch: dict[torch.Tensor, torch.Tensor] = {}  # (K, D) work buffer
         self._stale: set[torch.Tensor] = set()  # tables whose touched rows are not written yet
 
     def touched_rows(self, param: torch.Tensor) -> torch.Tensor:
@@ -328,6 +343,23 @@ class TouchedRowAdam(torch.optim.Optimizer):
         grads.index_copy_(0, grad_positions, grad_values)
         self._written[param] = grad_positions
         beta1, beta2 = group["betas"]
+        if self.arithmetic == "keras":
+            state["step"] += 1
+            keras_row_adam(
+                values,
+                grad_positions,
+                grad_values,
+                state["exp_avg"],
+                state["exp_avg_sq"],
+                int(state["step"]),
+                lr=float(group["lr"]),
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                scratch=self._scratch_for(param, values),
+            )
+            self._stale.add(param)
+            return
         functional_adam(
             [values],
             [grads],
@@ -345,6 +377,13 @@ class TouchedRowAdam(torch.optim.Optimizer):
             maximize=False,
         )
         self._stale.add(param)
+
+    def _scratch_for(self, param: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """A work buffer shaped like the compact (K, D) values, reused while K stays."""
+        scratch = self._scratch.get(param)
+        if scratch is None or scratch.shape != values.shape:
+            scratch = self._scratch[param] = torch.empty_like(values)
+        return scratch
 
     def _add_rows(self, param: torch.Tensor, state: dict, new: torch.Tensor) -> None:
         """Merge rows touched for the first time into the (ascending) touched set: zero
@@ -398,6 +437,199 @@ class TouchedRowAdam(torch.optim.Optimizer):
             param = params[int(key)]
             self.state[param]["rows"] = value.to(device=param.device, dtype=torch.int64)
         self._reset_buffers()
+
+
+# ---------------------------------------------------------------- tf.keras's Adam
+
+
+@lru_cache(maxsize=64)  # the head's and the table's optimizers ask for the same steps
+def keras_alpha(
+    lr: float, beta1: float, beta2: float, step: int, dtype: torch.dtype = torch.float32
+) -> float:
+    """Keras's step size `lr * sqrt(1 - beta2^t) / (1 - beta1^t)`, computed as
+    `Adam.update_step` computes it: in the variable's dtype (float32 for the notebook's), from
+    `lr` (a float32 variable) and the betas (`tf.cast` of a Python float: float32 first) cast
+    to it. The result is exact as a Python float."""
+
+    def cast(value: float) -> torch.Tensor:
+        return torch.tensor(value, dtype=torch.float32).to(dtype)
+
+    t = torch.tensor(float(step), dtype=dtype)
+    beta1_power = cast(beta1).pow(t)  # float32: libm's powf, as TF's scalar Pow
+    beta2_power = cast(beta2).pow(t)
+    return float(cast(lr) * ieee_sqrt(1 - beta2_power) / (1 - beta1_power))
+
+
+def ieee_sqrt(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """sqrt correctly rounded, as IEEE 754 defines it and TensorFlow computes it (into `out`,
+    contiguous, when given).
+
+    torch's sqrt on CPU is not (torch 2.13 with MKL: 17% of random float32 values come out an
+    ulp away, float64 too in 1%); NumPy's is (the processor's sqrt instruction), and runs on
+    the tensor's memory. On CUDA torch's sqrt is IEEE's.
+    """
+    if out is None:
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    if x.device.type != "cpu":
+        return torch.sqrt(x, out=out)
+    np.sqrt(x.detach().numpy(), out=out.numpy())
+    return out
+
+
+@torch.no_grad()
+def keras_adam(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    step: int,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
+    """One step of tf.keras's Adam on dense gradients (tf_keras 2.x, `Adam.update_step`), in
+    place, one float32 rounding per operation as there:
+
+        m += (g - m) * (1 - beta1);  v += (g^2 - v) * (1 - beta2)
+        var -= (m * alpha) / (sqrt(v) + eps)       alpha = `keras_alpha(lr, beta1, beta2, t)`
+
+    Epsilon is added to sqrt(v), not to sqrt(v / (1 - beta2^t)) as in torch's Adam: it is
+    torch's form with epsilon / sqrt(1 - beta2^t) (31.6 times larger at the first step).
+    """
+    alpha = keras_alpha(lr, beta1, beta2, step, params[0].dtype)
+    delta = torch._foreach_sub(grads, exp_avgs)
+    torch._foreach_mul_(delta, 1 - beta1)
+    torch._foreach_add_(exp_avgs, delta)
+    delta = torch._foreach_mul(grads, grads)
+    torch._foreach_sub_(delta, exp_avg_sqs)
+    torch._foreach_mul_(delta, 1 - beta2)
+    torch._foreach_add_(exp_avg_sqs, delta)
+    _keras_apply(params, exp_avgs, exp_avg_sqs, alpha, eps)
+
+
+@torch.no_grad()
+def keras_row_adam(
+    param: torch.Tensor,
+    rows: torch.Tensor,
+    values: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: int,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    scratch: torch.Tensor | None = None,
+) -> None:
+    """One step of tf.keras's Adam on a row gradient (`tf.IndexedSlices`, what an embedding
+    lookup gives: (R,) unique `rows` of (N, D) contiguous `param`, (R, D) `values`), in place,
+    as its sparse branch does it: every row's moments decay, then the gradient's rows get theirs:
+
+        m += -m * (1 - beta1);  m[rows] += g * (1 - beta1)     (v likewise with g^2, beta2)
+        var -= (m * alpha) / (sqrt(v) + eps)                     (every row)
+
+    A row whose moments are zero (never had a gradient) does not move. `scratch`: an (N, D)
+    buffer to work in (a table's is large: allocating it every step costs more than the
+    arithmetic).
+    """
+    alpha = keras_alpha(lr, beta1, beta2, step, param.dtype)
+    a = scratch if scratch is not None else torch.empty_like(param)
+    exp_avg.sub_(torch.mul(exp_avg, 1 - beta1, out=a))  # m + (-m * c): negation is exact
+    exp_avg.index_add_(0, rows, values * (1 - beta1))
+    exp_avg_sq.sub_(torch.mul(exp_avg_sq, 1 - beta2, out=a))
+    exp_avg_sq.index_add_(0, rows, values.square().mul_(1 - beta2))
+    # var + (-alpha * m) / denom is var - (m * alpha) / denom, rounded alike (negation is exact;
+    # the kernel multiplies, divides, then adds: no fused multiply-add; tested bit for bit)
+    param.addcdiv_(exp_avg, ieee_sqrt(exp_avg_sq, out=a).add_(eps), value=-alpha)
+
+
+def _keras_apply(
+    params: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    alpha: float,
+    eps: float,
+) -> None:
+    """var -= (m * alpha) / (sqrt(v) + eps), each operation rounded on its own (the square
+    roots on the tensors joined into one: fewer calls for the head's six small ones)."""
+    denom = ieee_sqrt(torch.cat([v.reshape(-1) for v in exp_avg_sqs])).add_(eps)
+    parts = denom.split([p.numel() for p in params])
+    for param, exp_avg, part in zip(params, exp_avgs, parts, strict=True):
+        param.addcdiv_(exp_avg, part.view_as(param), value=-alpha)  # see keras_row_adam
+
+
+class KerasAdam(torch.optim.Optimizer):
+    """tf.keras's Adam, the notebook's optimizer, op for op (`keras_adam`; tf_keras 2.x's
+    `Adam.update_step`, without amsgrad or weight decay, as the notebook compiles it).
+
+    `row_gradients`: the parameter is an embedding table, whose gradient Keras gets as
+    `tf.IndexedSlices` and updates with its sparse branch (`keras_row_adam`); a dense gradient
+    here is treated as rows (those that are non-zero), which gives the same values. State per
+    parameter: `step` (float32 tensor, as torch's Adam), `exp_avg`, `exp_avg_sq`.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-7,
+        row_gradients: bool = False,
+    ) -> None:
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "row_gradients": row_gradients}
+        super().__init__(params, defaults)
+        self._scratch: dict[torch.Tensor, torch.Tensor] = {}  # a table's work buffer
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One Keras Adam step of every parameter with a gradient."""
+        loss = _closure_loss(closure)
+        self.update()
+        return loss
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """The update of `step()`, without `Optimizer.step`'s per-call hooks and profiling."""
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if any(p.grad.is_sparse for p in params):
+                raise RuntimeError("KerasAdam takes dense gradients")
+            states = [self._state(p) for p in params]
+            for state in states:
+                state["step"] += 1
+            beta1, beta2 = group["betas"]
+            hyper = {"lr": float(group["lr"]), "beta1": beta1, "beta2": beta2, "eps": group["eps"]}
+            step = int(states[0]["step"])  # Keras counts steps once for all its variables
+            if not group["row_gradients"]:
+                exp_avgs = [s["exp_avg"] for s in states]
+                exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+                grads = [p.grad for p in params]
+                keras_adam(params, grads, exp_avgs, exp_avg_sqs, step, **hyper)
+                continue
+            for param, state in zip(params, states, strict=True):
+                grad = param.grad
+                rows = grad.ne(0).any(dim=1).nonzero().squeeze(1)
+                values = grad.index_select(0, rows)
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                if param not in self._scratch:
+                    self._scratch[param] = torch.empty_like(param)
+                scratch = self._scratch[param]
+                keras_row_adam(
+                    param, rows, values, exp_avg, exp_avg_sq, step, **hyper, scratch=scratch
+                )
+
+    def _state(self, param: torch.Tensor) -> dict:
+        state = self.state[param]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        return state
 
 
 def _closure_loss(closure: Callable[[], float] | None) -> float | None:

@@ -10,7 +10,7 @@ from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy
 from fakenews_pl import artifact
 from fakenews_pl.errors import ConfigError, UserError
 from fakenews_pl.model import FakeNewsClassifier, check_strategy
-from fakenews_pl.optim import TouchedRowAdam
+from fakenews_pl.optim import KerasAdam, RowSparseAdam, TouchedRowAdam
 
 
 def make_model(embedding: Path, **kwargs) -> FakeNewsClassifier:
@@ -124,3 +124,122 @@ def test_sparse_gradients_need_gloo() -> None:
 
     with pytest.raises(ConfigError, match="OtherDDP"):
         check_strategy(True, OtherDDP(process_group_backend="gloo"))
+
+
+# ---------------------------------------------------------------- model.optimizer=keras_adam
+
+
+def test_keras_adam_option_puts_every_parameter_in_kerass_arithmetic(demo_assets: dict) -> None:
+    embedding = demo_assets["embedding"]
+    (head_opt,) = make_model(embedding, optimizer="keras_adam").configure_optimizers()
+    assert type(head_opt) is KerasAdam and head_opt.defaults["eps"] == 1e-7
+    _, table_opt = make_model(
+        embedding, trainable=True, optimizer="keras_adam"
+    ).configure_optimizers()
+    assert type(table_opt) is TouchedRowAdam and table_opt.arithmetic == "keras"
+    dense = make_model(embedding, trainable=True, dense_table_adam=True, optimizer="keras_adam")
+    _, table_opt = dense.configure_optimizers()
+    assert type(table_opt) is KerasAdam and table_opt.defaults["row_gradients"]
+    lazy = make_model(embedding, trainable=True, sparse_embedding=True, optimizer="keras_adam")
+    head_opt, table_opt = lazy.configure_optimizers()  # SparseAdam is not the notebook's
+    assert type(head_opt) is KerasAdam and type(table_opt) is RowSparseAdam
+    _, table_opt = make_model(embedding, trainable=True).configure_optimizers()
+    assert table_opt.arithmetic == "torch"  # the default is unchanged
+    with pytest.raises(ConfigError, match="model.optimizer='adamw'"):
+        make_model(embedding, optimizer="adamw")
+
+
+def test_the_notebook_experiments_use_kerass_arithmetic(compose_train, tmp_path: Path) -> None:
+    assert compose_train(tmp_path / "default").model.optimizer == "adam"
+    for experiment in ("notebook_frozen", "notebook_finetune", "notebook_grid"):
+        cfg = compose_train(tmp_path / experiment, f"experiment={experiment}")
+        assert cfg.model.optimizer == "keras_adam", experiment
+
+
+def _trained(compose_train, root_script, out: Path, *overrides: str) -> tuple[dict, dict]:
+    cfg = compose_train(
+        out,
+        "model.optimizer=keras_adam",
+        "trainer.limit_train_batches=null",
+        "trainer.max_epochs=2",
+        *overrides,
+    )
+    return root_script("train").train(cfg)
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    for (key, x), (_, y) in zip(
+        a["model"].state_dict().items(), b["model"].state_dict().items(), strict=True
+    ):
+        assert torch.equal(x, y), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainable", [False, True])
+def test_keras_adam_fused_epochs_train_exactly_like_lightning_steps(
+    trainable: bool, compose_train, root_script, tmp_path: Path
+) -> None:
+    """Both training paths (HeadStep + KerasAdam.update per minibatch inside one Lightning
+    step, and autograd + KerasAdam.step per Lightning step) give the same weights."""
+    runs = {
+        fused: _trained(
+            compose_train,
+            root_script,
+            tmp_path / str(fused),
+            f"data.fuse_train_batches={fused}",
+            f"trainable={str(trainable).lower()}",
+        )
+        for fused in (True, False)
+    }
+    (fused_metrics, fused), (plain_metrics, plain) = runs[True], runs[False]
+    assert fused["trainer"].num_training_batches == 1 < plain["trainer"].num_training_batches
+    assert isinstance(fused["trainer"].optimizers[0], KerasAdam)
+    assert fused_metrics["test/accuracy"] == plain_metrics["test/accuracy"]
+    _assert_same_weights(fused, plain)
+    # ... and not those of torch's Adam.
+    _, adam = _trained(
+        compose_train,
+        root_script,
+        tmp_path / "adam",
+        "model.optimizer=adam",
+        f"trainable={str(trainable).lower()}",
+    )
+    assert not torch.equal(adam["model"].head[0].weight, fused["model"].head[0].weight)
+
+
+@pytest.mark.slow
+def test_keras_adam_touched_rows_train_exactly_like_the_whole_table(
+    compose_train, root_script, tmp_path: Path
+) -> None:
+    runs = {
+        dense: _trained(
+            compose_train,
+            root_script,
+            tmp_path / str(dense),
+            "trainable=true",
+            f"model.dense_table_adam={dense}",
+        )
+        for dense in (False, True)
+    }
+    (ours_metrics, ours), (dense_metrics, dense) = runs[False], runs[True]
+    assert ours_metrics == dense_metrics and ours["model"].history == dense["model"].history
+    _assert_same_weights(ours, dense)
+
+
+@pytest.mark.slow
+def test_keras_adam_resumes_from_last_ckpt_exactly(
+    compose_train, root_script, tmp_path: Path
+) -> None:
+    _, whole = _trained(compose_train, root_script, tmp_path / "whole", "trainable=true")
+    _trained(
+        compose_train, root_script, tmp_path / "first", "trainable=true", "trainer.max_epochs=1"
+    )
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["hyper_parameters"]["optimizer"] == "keras_adam"
+    assert set(saved["optimizer_states"][0]["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
+    _, resumed = _trained(
+        compose_train, root_script, tmp_path / "resumed", "trainable=true", f"ckpt_path={last}"
+    )
+    assert resumed["trainer"].global_step == whole["trainer"].global_step
+    _assert_same_weights(resumed, whole)
