@@ -2,6 +2,7 @@
 
 python predict.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt text="A headline"
 python predict.py ckpt_path=... input=new.csv output=scored.csv [text_column=title]
+python predict.py ckpt_path=exported/ text="A headline" explain=true   # a bundle; top tokens
 """
 
 import os
@@ -13,27 +14,39 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from fakenews_pl import config, errors  # noqa: E402
-from fakenews_pl.classifier import Classifier  # noqa: E402
+from fakenews_pl.classifier import Classifier, format_effects  # noqa: E402
 from fakenews_pl.errors import ConfigError  # noqa: E402
 
 
 def predict(cfg: DictConfig) -> list[str]:
-    """Print the label and class probabilities of `cfg.text`, or score `cfg.input`."""
+    """Print the label and class probabilities of `cfg.text` (with `explain`, its most
+    influential tokens), or score `cfg.input`."""
     if (cfg.text is None) == (cfg.input is None) or (cfg.input is not None) != bool(cfg.output):
         raise ConfigError("give text=... or both input=FILE.csv and output=OUT.csv")
-    config.check_checkpoint_and_device(cfg)
+    if not isinstance(cfg.explain, bool):
+        raise ConfigError(f"explain={cfg.explain}: expected true or false")
+    if not (type(cfg.explain_top) is int and cfg.explain_top >= 1):
+        raise ConfigError(f"explain_top={cfg.explain_top}: expected a token count >= 1")
+    config.check_checkpoint_and_device(cfg, bundles=True)
     clf = Classifier.load(cfg.ckpt_path, cfg.device)
     if cfg.text is not None:
         (probabilities,) = clf.predict_proba([str(cfg.text)])
         shares = ", ".join(
             f"{n} {p:.4f}" for n, p in zip(clf.class_names, probabilities, strict=True)
         )
-        line = f"{clf.labels(probabilities[None])[0]} ({shares})"
+        lines = [f"{clf.labels(probabilities[None])[0]} ({shares})"]
+        if cfg.explain:
+            (effects,) = clf.explain([str(cfg.text)], cfg.explain_top)
+            toward = f"+ toward {clf.class_names[1]}, - toward {clf.class_names[0]}"
+            lines.append(f"top tokens ({toward}): {format_effects(effects)}")
     else:
-        rows = clf.predict_file(cfg.input, cfg.output, cfg.text_column, cfg.format, cfg.chunk_rows)
-        line = f"scored {rows:,} rows of {cfg.input} into {cfg.output}"
-    print(line)
-    return [line]
+        top = cfg.explain_top if cfg.explain else 0
+        rows = clf.predict_file(
+            cfg.input, cfg.output, cfg.text_column, cfg.format, cfg.chunk_rows, explain=top
+        )
+        lines = [f"scored {rows:,} rows of {cfg.input} into {cfg.output}"]
+    print("\n".join(lines))
+    return lines
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict.yaml")

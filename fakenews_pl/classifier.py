@@ -4,11 +4,15 @@
     clf = Classifier.load("logs/train/runs/<run>/checkpoints/last.ckpt")
     clf.predict_proba(["Did Miley Cyrus secretly get married?"])   # (N, 2), one column a class
     clf.predict(["Did Miley Cyrus secretly get married?"])         # ["Fake"]
+    clf.explain(["Did Miley Cyrus secretly get married?"])         # [[("miley", -0.08), ...]]
     clf.predict_file("new.csv", "scored.csv")                       # streamed, any size
+    clf.export("exported/")                                          # a bundle: Classifier.load it
 
-A text is classified as the class of column 1 when its probability is above 0.5 (the
-notebook's `np.rint`). Checkpoints load with `weights_only=True`; one whose embedding artifact
-is missing or differs (sha256) is refused in one line.
+`Classifier.load` takes a checkpoint or an exported bundle (`fakenews_pl.bundle`); a bundle
+loads without Lightning, Hydra or TensorFlow. A text is classified as the class of column 1
+when its probability is above 0.5 (the notebook's `np.rint`). Checkpoints load with
+`weights_only=True`; one whose embedding artifact is missing or differs (sha256) is refused in
+one line, as is a bundle whose files differ from the sha256 its bundle.json records.
 """
 
 from __future__ import annotations
@@ -22,33 +26,118 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fakenews_pl import corpus, temporaries
+from fakenews_pl import bundle, corpus, temporaries
 from fakenews_pl.corpus import DataError
+from fakenews_pl.embedding import HubEmbedding
+from fakenews_pl.encoders import SequenceEncoder
+from fakenews_pl.errors import UserError
+from fakenews_pl.head import DenseHead
 
 
 class Classifier:
-    """A `FakeNewsClassifier` in evaluation mode, with the data settings it was trained with."""
+    """The converted embedding and the dense head of a trained model, in evaluation mode, with
+    the class names and the data settings it was trained with."""
 
-    def __init__(self, model: Any, data: dict[str, Any] | None = None) -> None:
-        self.model = model.eval()
-        self.class_names = [str(name) for name in model.hparams.class_names]
+    def __init__(
+        self,
+        embedding: HubEmbedding,
+        head: DenseHead,
+        class_names: Sequence[str],
+        data: dict[str, Any] | None = None,
+        fine_tuned: bool = False,
+        table_from_artifact: bool = True,
+        encoder: SequenceEncoder | None = None,
+        encoder_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.embedding, self.head = embedding.eval(), head.eval()
+        # A sequence encoder between the token vectors and the head (None: the bag), and the
+        # settings it was built with (`encoders.build_encoder`'s arguments).
+        self.encoder = None if encoder is None else encoder.eval()
+        self.encoder_config = dict(encoder_config or {"name": "bag"})
+        self.class_names = [str(name) for name in class_names]
         self.data = dict(data or {})  # the training data's format and text column
+        self.fine_tuned = fine_tuned  # the table was trained with the head
+        # Whether the table equals the artifact's at `embedding.meta["path"]` (a bundle's does;
+        # a fine-tuned checkpoint's does not).
+        self.table_from_artifact = table_from_artifact
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> Classifier:
-        """The model in checkpoint `path`, on `device`."""
+        """The model in checkpoint file `path` or in bundle directory `path`
+        (`scripts/export_model.py`), on `device`. A bundle loads without Lightning or Hydra."""
+        if bundle.is_bundle(path):
+            embedding, head, encoder, info = bundle.read_bundle(path, device)
+            return cls(
+                embedding, head, info["class_names"], info.get("data"), info["fine_tuned"],
+                encoder=encoder, encoder_config=info.get("encoder"),
+            )  # fmt: skip
         from fakenews_pl import pipeline  # the checkpoint loaders (weights_only, one-line refusals)
 
         model = pipeline.load_model(str(path), map_location=torch.device(device))
-        data = pipeline.read_checkpoint(path).get("datamodule_hyper_parameters")
-        return cls(model, data)
+        data = pipeline.read_checkpoint(path).get("datamodule_hyper_parameters") or {}
+        data = {key: data[key] for key in ("format", "text_column") if key in data}
+        hp = model.hparams
+        trainable = bool(hp.trainable)
+        encoder_config = {"name": hp.get("encoder", "bag")}
+        if model.encoder is not None:
+            encoder_config["max_tokens"] = hp.max_tokens
+            encoder_config[encoder_config["name"]] = dict(hp.get(encoder_config["name"]) or {})
+        return cls(
+            model.embedding, model.head, hp.class_names, data, trainable, not trainable,
+            encoder=model.encoder, encoder_config=encoder_config,
+        )  # fmt: skip
+
+    def export(
+        self,
+        out_dir: str | os.PathLike,
+        source: str | None = None,
+        overwrite: bool = False,
+        onnx: bool = False,
+    ) -> dict[str, Any]:
+        """Write this model as a bundle (`fakenews_pl.bundle`); returns its bundle.json.
+        `onnx`: with model.onnx too (`fakenews_pl.onnx_export`; needs the `[onnx]` extra)."""
+        extras = {}
+        if onnx and self.encoder is not None:
+            raise UserError(
+                f"--onnx exports the bag model; this one has a {self.encoder_config['name']} "
+                "encoder (export the bundle without --onnx)"
+            )
+        if onnx:
+            from fakenews_pl.onnx_export import ONNX_FILE, write_onnx
+
+            extras[ONNX_FILE] = lambda path: write_onnx(self.embedding, self.head, path)
+        return bundle.write_bundle(
+            out_dir,
+            self.embedding,
+            self.head,
+            self.class_names,
+            fine_tuned=self.fine_tuned,
+            tuned_table=not self.table_from_artifact,
+            data=self.data,
+            source=source,
+            overwrite=overwrite,
+            extras=extras,
+            encoder=self.encoder,
+            encoder_config=self.encoder_config,
+        )
 
     @torch.no_grad()
+    def _positive(self, ids: np.ndarray, offsets: np.ndarray) -> torch.Tensor:
+        """(T,) ids, (B,) offsets -> (B,) probability of class 1, as the trained model has it."""
+        device = self.embedding.weight.device
+        ids, offsets = torch.from_numpy(ids).to(device), torch.from_numpy(offsets).to(device)
+        if self.encoder is None:
+            pooled = self.embedding(ids, offsets)  # (B, D)
+        else:
+            pooled = self.encoder(self.embedding, ids, offsets)  # (B, F)
+        return torch.sigmoid(self.head(pooled.float())).float().cpu()
+
     def predict_proba(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
         """(N, 2) float32 probabilities, columns in `class_names` order."""
         texts = list(texts)
+        tokenizer = self.embedding.tokenizer
         positive = [
-            self.model.predict_proba(texts[start : start + batch_size]).float().cpu()
+            self._positive(*tokenizer.encode(texts[start : start + batch_size]))
             for start in range(0, len(texts), batch_size)
         ]
         p = torch.cat(positive).numpy() if positive else np.zeros(0, dtype=np.float32)
@@ -62,6 +151,34 @@ class Classifier:
         """Class names from (N, 2) probabilities: class 1 when its probability is above 0.5."""
         return [self.class_names[int(p > 0.5)] for p in probabilities[:, 1]]
 
+    def explain(self, texts: Sequence[str], top: int = 5) -> list[list[tuple[str, float]]]:
+        """Each text's `top` most influential tokens, as the module sees them (after its text
+        recipe), by leaving each out: `(token, effect)` with effect = P(class 1 | text) -
+        P(class 1 | text without every occurrence of the token). Positive: the token pushed
+        toward `class_names[1]`; negative: toward `class_names[0]`. Largest |effect| first;
+        tokens the module ignores (no id) are left out.
+
+        One forward pass per text over the text and each of its leave-one-out variants
+        (U + 1 bags for U distinct tokens: cheap for a bag model)."""
+        tokenizer = self.embedding.tokenizer
+        fill = tokenizer.recipe.empty_row_token
+        fill_ids = (
+            [] if fill is None or tokenizer.token_id(fill) < 0 else [tokenizer.token_id(fill)]
+        )
+        explained = []
+        for tokens in tokenizer.tokenize(list(texts)):
+            pairs = [(t, i) for t in tokens if (i := tokenizer.token_id(t)) >= 0]
+            distinct = list(dict.fromkeys(t for t, _ in pairs))
+            bags = [[i for _, i in pairs]]
+            bags += [[i for t, i in pairs if t != left] or fill_ids for left in distinct]
+            lengths = np.array([len(bag) for bag in bags], dtype=np.int64)
+            offsets = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+            ids = np.fromiter((i for bag in bags for i in bag), dtype=np.int64, count=lengths.sum())
+            p = self._positive(ids, offsets).double().numpy()
+            effects = sorted(zip(distinct, p[0] - p[1:], strict=True), key=lambda e: -abs(e[1]))
+            explained.append([(token, float(effect)) for token, effect in effects[:top]])
+        return explained
+
     def predict_file(
         self,
         source: str | os.PathLike,
@@ -70,11 +187,14 @@ class Classifier:
         fmt: str | None = None,
         chunk_rows: int = 50_000,
         progress: bool = True,
+        explain: int = 0,
     ) -> int:
         """Score every row of CSV `source` into `out`: its columns plus `probability_<class>`
         and `predicted_label`, `chunk_rows` rows at a time (bounded memory); `out` appears
         only when complete. `fmt="notebook"` (default: as trained) rebuilds the notebook's
-        input from `text_column` (default: as trained). Returns the row count."""
+        input from `text_column` (default: as trained). `explain=k` adds `top_tokens`: each
+        text's k most influential tokens (`explain`), as `token:+0.1234` separated by spaces.
+        Returns the row count."""
         source, out = Path(source), Path(out)
         fmt = fmt or self.data.get("format") or "csv"
         text_column = text_column or self.data.get("text_column") or "text"
@@ -99,10 +219,19 @@ class Classifier:
                 for i, name in enumerate(self.class_names):
                     chunk[f"probability_{name}"] = probabilities[:, i]
                 chunk["predicted_label"] = self.labels(probabilities)
+                if explain:
+                    chunk["top_tokens"] = [
+                        format_effects(effects) for effects in self.explain(texts.tolist(), explain)
+                    ]
                 chunk.to_csv(tmp, mode="a", header=rows == 0, index=False)
                 rows += len(chunk)
                 advance(len(chunk))
         return rows
+
+
+def format_effects(effects: Sequence[tuple[str, float]]) -> str:
+    """`explain`'s (token, effect) pairs as one line: `token:+0.1234 other:-0.0051`."""
+    return " ".join(f"{token}:{effect:+.4f}" for token, effect in effects)
 
 
 class _progress:

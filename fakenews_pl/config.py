@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from fakenews_pl.bundle import is_bundle
 from fakenews_pl.errors import ConfigError
 
 
@@ -180,11 +181,16 @@ def check_eval_config(cfg: DictConfig) -> None:
         check_data(cfg)
 
 
-def check_checkpoint_and_device(cfg: DictConfig) -> None:
-    """`ckpt_path`, a checkpoint file, and `device`, cpu or a CUDA GPU this machine has
-    (what evaluate.py and predict.py load a model with)."""
+def check_checkpoint_and_device(cfg: DictConfig, bundles: bool = False) -> None:
+    """`ckpt_path`, a checkpoint file (or with `bundles`, an exported model's directory), and
+    `device`, cpu or a CUDA GPU this machine has (what evaluate.py, predict.py and serve.py
+    load a model with)."""
     ckpt = cfg.get("ckpt_path")
-    _require(ckpt is not None and Path(ckpt).is_file(), "ckpt_path", ckpt, "a checkpoint file")
+    ok = ckpt is not None and (Path(ckpt).is_file() or bundles and is_bundle(ckpt))
+    expected = "a checkpoint file" + (
+        " or a directory from scripts/export_model.py" if bundles else ""
+    )
+    _require(ok, "ckpt_path", ckpt, expected)
     device = cfg.get("device", "cpu")
     try:
         device_type = torch.device(device).type

@@ -47,8 +47,9 @@ TEXT_FIELDS = ("title", "text", "both")
 # "SEOUL/BEIJING (Reuters) - " or "(Reuters) - ": the source, not the veracity.
 REUTERS_DATELINE = re.compile(r"^[^(\n]{0,120}\(Reuters\)\s*[-\u2013\u2014]?\s*")
 # 2: keyed by a verified artifact. A version-1 entry may hold the ids of an altered vocabulary
-# under the genuine artifact's key, so none is reused.
-_CACHE_VERSION = 2
+# under the genuine artifact's key, so none is reused. 3: an empty text under a v1 "any_of"
+# split keeping empty tokens has no token (then the fill), as TF's StringSplit gives it.
+_CACHE_VERSION = 3
 
 
 class DataError(UserError, ValueError):

@@ -114,6 +114,12 @@ class HubTokenizer:
         lists = _split(arr, self.recipe)
         values = lists.flatten()
         lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+        if self.recipe.split == "any_of" and not self.recipe.skip_empty:
+            # v1 StringSplit gives an empty text no token (then the fill), not one "" token.
+            empty = pc.binary_length(arr).to_numpy(zero_copy_only=False) == 0
+            if empty.any():
+                values = values.filter(pa.array(~np.repeat(empty, lengths)))
+                lengths[empty] = 0
         if self.recipe.skip_empty or self.recipe.split == "whitespace":
             keep = pc.binary_length(values).to_numpy(zero_copy_only=False) > 0
             if not keep.all():

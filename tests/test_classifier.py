@@ -79,3 +79,47 @@ def test_predict_py_prints_the_label_and_probabilities(run: dict, cli_overrides,
     )  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: give text=... or both input=FILE.csv and output=OUT.csv"
+
+
+def test_leaving_out_the_top_token_moves_the_probability_as_explained(run: dict) -> None:
+    clf = Classifier.load(run["ckpt"])
+    texts = [*run["datamodule"].texts("test")[:20].tolist(), "", "one"]
+    explained = clf.explain(texts, top=3)
+    full = clf.predict_proba(texts)[:, 1]
+    moved = 0
+    for text, effects, p in zip(texts, explained, full, strict=True):
+        tokens = clf.embedding.tokenizer.tokenize([text])[0]
+        assert len(effects) == min(3, len(set(tokens)))
+        sizes = [abs(effect) for _, effect in effects]
+        assert sizes == sorted(sizes, reverse=True)
+        token, effect = effects[0]
+        # The text re-tokenizes to its tokens less the top one (the recipe strips punctuation
+        # and splits on " ", so joining the tokens with " " gives them back).
+        without = clf.predict_proba([" ".join(t for t in tokens if t != token)])[0, 1]
+        assert p - without == pytest.approx(effect, abs=1e-6)
+        moved += abs(effect) > 1e-4 and np.sign(p - without) == np.sign(effect)
+    assert moved >= 15  # most headlines have a token that matters
+
+
+def test_predict_explains_a_text_and_a_file(
+    run: dict, compose_train, root_script, demo_assets: dict, tmp_path: Path
+) -> None:
+    predict = root_script("predict").predict
+    text = "Ava Marlow is feuding with the senate"
+    cfg = compose_train(
+        tmp_path, f"ckpt_path={run['ckpt']}", f"+text='{text}'", config_name="predict"
+    )
+    cfg.text, cfg.explain, cfg.explain_top = text, True, 2
+    label, tokens = predict(cfg)
+    clf = Classifier.load(run["ckpt"])
+    (effects,) = clf.explain([text], 2)
+    assert label.startswith(clf.predict([text])[0])
+    assert tokens == (
+        "top tokens (+ toward True, - toward Fake): "
+        + " ".join(f"{t}:{e:+.4f}" for t, e in effects)
+    )
+    cfg.text, cfg.input, cfg.output = None, str(demo_assets["test_csv"]), str(tmp_path / "out.csv")
+    predict(cfg)
+    scored = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    first = scored["top_tokens"].iloc[0].split(" ")
+    assert len(first) == 2 and all(":" in pair for pair in first)

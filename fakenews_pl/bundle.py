@@ -1,0 +1,207 @@
+"""An exported model: what `Classifier` needs, in one directory, without Lightning, Hydra or TF.
+
+    OUT/bundle.json        format, class names, head sizes, the training data's text column
+                           and format, where the model came from, and the sha256 of every file
+    OUT/head.safetensors   the dense head's weights and biases (`DenseHead` state_dict keys)
+    OUT/encoder.safetensors  a sequence encoder's weights, when the model has one (bundle.json's
+                           `encoder` names it and its sizes; `fakenews_pl.encoders`)
+    OUT/embedding/         the embedding artifact (`fakenews_pl.artifact`): the source's files
+                           for a frozen model, a new artifact holding the fine-tuned table
+                           otherwise (its meta.json names the artifact it was tuned from)
+
+Written atomically (`artifact.atomic_directory`); read back only once every file matches the
+sha256 bundle.json records. Reading needs torch, safetensors and the tokenizer's libraries only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from fakenews_pl import artifact
+from fakenews_pl.embedding import HubEmbedding
+from fakenews_pl.encoders import SequenceEncoder, build_encoder
+from fakenews_pl.errors import ConfigError, UserError
+from fakenews_pl.head import DenseHead
+
+FORMAT = "fakenews_pl.bundle/1"
+BUNDLE_FILE = "bundle.json"
+HEAD_FILE = "head.safetensors"
+ENCODER_FILE = "encoder.safetensors"
+EMBEDDING_DIR = "embedding"
+# meta.json keys that describe the source table, not a fine-tuned one.
+_SOURCE_ONLY = ("sha256", artifact.META_SHA256, "format", "path", "parity")
+
+
+class BundleError(UserError, ValueError):
+    """An exported bundle is missing, incomplete or has been altered."""
+
+
+def is_bundle(path: str | os.PathLike) -> bool:
+    """Whether `path` is a directory holding a bundle.json."""
+    return (Path(path) / BUNDLE_FILE).is_file()
+
+
+def write_bundle(
+    out_dir: str | os.PathLike,
+    embedding: HubEmbedding,
+    head: DenseHead,
+    class_names: Sequence[str],
+    fine_tuned: bool,
+    tuned_table: bool | None = None,
+    data: dict[str, Any] | None = None,
+    source: str | None = None,
+    overwrite: bool = False,
+    extras: dict[str, Callable[[Path], None]] | None = None,
+    encoder: SequenceEncoder | None = None,
+    encoder_config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write a bundle of `embedding` + `head` into `out_dir` (atomically); returns bundle.json.
+
+    `fine_tuned`: the table was trained (recorded). `tuned_table` (default: `fine_tuned`): the
+    table differs from the artifact `embedding` was loaded from, so it is written as a new
+    artifact; otherwise that artifact's files are copied as they are. `extras`: more files,
+    name -> a function writing it at the path given (e.g. model.onnx), hashed with the rest.
+    `encoder`: a sequence encoder, saved with `encoder_config` (`build_encoder`'s arguments).
+    """
+    tuned_table = fine_tuned if tuned_table is None else tuned_table
+    source_dir = Path(embedding.meta["path"])
+    source_meta = artifact.verified_meta(source_dir)
+    with artifact.atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        target = tmp / EMBEDDING_DIR
+        target.mkdir()
+        if tuned_table:
+            vocab = artifact.read_vocab(source_dir / artifact.VOCAB_FILE)
+            meta = {k: v for k, v in source_meta.items() if k not in _SOURCE_ONLY}
+            meta["fine_tuned_from"] = {
+                "source": source_meta.get("source"),
+                "table_sha256": source_meta["sha256"][artifact.TABLE_FILE],
+            }
+            artifact.write_artifact(target, embedding.weight.detach().cpu(), vocab, meta)
+        else:
+            for name in (artifact.TABLE_FILE, artifact.VOCAB_FILE, artifact.META_FILE):
+                shutil.copyfile(source_dir / name, target / name)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+        save_file(tensors, str(tmp / HEAD_FILE))
+        if encoder is not None:
+            weights = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+            save_file(weights, str(tmp / ENCODER_FILE))
+        for name, write in (extras or {}).items():
+            write(tmp / name)
+        hidden = [layer.out_features for layer in head.linears[:-1]]
+        info = {
+            "format": FORMAT,
+            "class_names": [str(name) for name in class_names],
+            "head": {"hidden_sizes": hidden, "dropouts": list(head.masks.rates)},
+            "encoder": dict(encoder_config or {"name": "bag"}),
+            "fine_tuned": bool(fine_tuned),
+            "data": dict(data or {}),
+            "source": source,
+            "sha256": {
+                path.relative_to(tmp).as_posix(): artifact.sha256_file(path)
+                for path in sorted(tmp.rglob("*"))
+                if path.is_file()
+            },
+        }
+        text = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
+        (tmp / BUNDLE_FILE).write_text(text, encoding="utf-8")
+    return info
+
+
+def read_info(directory: str | os.PathLike) -> dict[str, Any]:
+    """bundle.json of `directory`, checked for its format and fields, or a `BundleError`."""
+    path = Path(directory) / BUNDLE_FILE
+    if not path.is_file():
+        raise BundleError(
+            f"{directory} is not an exported model: {BUNDLE_FILE} is missing "
+            "(make one with scripts/export_model.py CKPT OUT_DIR)"
+        )
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        found = info.get("format") if isinstance(info, dict) else type(info).__name__
+        raise BundleError(f"{path}: format is {found!r}, expected {FORMAT!r}")
+    for key in ("class_names", "head", "sha256"):
+        if key not in info:
+            raise BundleError(f"{path}: missing key {key!r}")
+    return info
+
+
+def verify(directory: str | os.PathLike, info: dict[str, Any]) -> None:
+    """Refuse a bundle whose files differ from the sha256 in bundle.json, or that lacks one.
+
+    The embedding's table and vocabulary are hashed by `artifact.verified_meta` (once per
+    process); here their recorded hashes must equal the ones its meta.json holds.
+    """
+    root = Path(directory)
+    artifact_files = {
+        f"{EMBEDDING_DIR}/{artifact.TABLE_FILE}",
+        f"{EMBEDDING_DIR}/{artifact.VOCAB_FILE}",
+    }
+    for name in (HEAD_FILE, f"{EMBEDDING_DIR}/{artifact.META_FILE}", *artifact_files):
+        if name not in info["sha256"]:
+            raise BundleError(f"{root / BUNDLE_FILE}: no sha256 recorded for {name}")
+    for name, expected in info["sha256"].items():
+        path = root / name
+        if not path.is_file():
+            raise BundleError(f"{path} is missing: the bundle is incomplete, export it again")
+        if name in artifact_files:
+            continue
+        if (actual := artifact.sha256_file(path)) != expected:
+            raise BundleError(
+                f"{path}: sha256 {actual} does not match {expected} recorded in {BUNDLE_FILE}; "
+                "the file is truncated or altered, export the model again"
+            )
+    meta = artifact.verified_meta(root / EMBEDDING_DIR)
+    for name in artifact_files:
+        if meta["sha256"][Path(name).name] != info["sha256"][name]:
+            raise BundleError(
+                f"{root / name}: not the file exported with this bundle (sha256 differs from "
+                f"{BUNDLE_FILE}); export the model again"
+            )
+
+
+def read_bundle(
+    directory: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[HubEmbedding, DenseHead, SequenceEncoder | None, dict[str, Any]]:
+    """The embedding, head, sequence encoder (None: the bag) and bundle.json of a bundle, the
+    modules in evaluation mode on `device`."""
+    info = read_info(directory)
+    verify(directory, info)
+    embedding = HubEmbedding.load(Path(directory) / EMBEDDING_DIR)
+    settings = dict(info.get("encoder") or {"name": "bag"})
+    name = settings.pop("name", "bag")
+    try:
+        encoder = build_encoder(name, embedding.dim, **{"max_tokens": 256, **settings})
+    except (ConfigError, TypeError) as e:
+        raise BundleError(f"{Path(directory) / BUNDLE_FILE}: encoder {name!r}: {e}") from None
+    sizes = info["head"]
+    features = embedding.dim if encoder is None else encoder.out_dim
+    head = DenseHead(features, sizes["hidden_sizes"], sizes["dropouts"])
+    _load_weights(head, Path(directory) / HEAD_FILE, "head")
+    if encoder is not None:
+        _load_weights(encoder, Path(directory) / ENCODER_FILE, "encoder")
+        encoder = encoder.to(device).eval()
+    return embedding.to(device).eval(), head.to(device).eval(), encoder, info
+
+
+def _load_weights(module: torch.nn.Module, path: Path, what: str) -> None:
+    """Load safetensors `path` into `module`, or a `BundleError` naming the file."""
+    if not path.is_file():
+        raise BundleError(f"{path} is missing: the bundle is incomplete, export it again")
+    try:
+        module.load_state_dict(load_file(path))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1].strip()
+        raise BundleError(
+            f"{path}: does not fit the {what} bundle.json describes ({first})"
+        ) from None

@@ -1,0 +1,410 @@
+"""A trained classifier over HTTP: FastAPI + uvicorn, one process, the model loaded once.
+
+    from fakenews_pl import Classifier, server
+    app = server.create_app(Classifier.load("last.ckpt"), model_name="last.ckpt")
+    server.serve(app, host="127.0.0.1", port=8000)      # returns on SIGTERM / Ctrl-C
+
+`create_app` wraps any *predictor*: an object with `class_names` (two names),
+`predict_proba(texts) -> (N, 2)` and `labels(probabilities) -> names`, and optionally
+`explain(texts, top) -> [[(token, effect), ...], ...]` (without it, explanations are null).
+
+Routes: `POST /predict` `{"texts": [...], "explain": false}` -> `{"predictions": [{"label",
+"probabilities": {name: p}, "explanation"?}]}` in input order; `GET /health`; `GET /` the page
+(`static/index.html`). Every error is `{"error": "<one line naming the field>"}`: 400 malformed
+JSON, 413 a body over `max_body_bytes` or more than `max_texts` texts, 422 any other bad field
+(a text over `max_text_chars`, a non-string, `explain` not a boolean, an unknown field), 404 /
+405 unknown routes. An empty `texts` list is valid: 200 with no predictions, the model uncalled.
+"""
+
+import errno
+import json
+import signal
+import socket
+import threading
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, create_model
+from pydantic_core import PydanticCustomError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fakenews_pl.errors import ConfigError
+
+# The defaults of conf/serve.yaml. 1 MiB holds 256 texts of 4,000 characters (~3.8 KiB each).
+LIMITS = {"max_texts": 256, "max_body_bytes": 1 << 20, "max_text_chars": 20_000, "explain_top": 5}
+ROUTES = "POST /predict, GET /health, GET /"
+
+
+# ------------------------------------------------------------------------------ settings
+
+
+def check_settings(settings: Mapping[str, Any]) -> None:
+    """Refuse a limit (`max_texts`, `max_body_bytes`, `max_text_chars`, `explain_top`) or a
+    `threads` count that is not an integer >= 1, a `port` outside 0-65535 or an empty `host`,
+    as a `ConfigError` naming the key."""
+    for key, value in settings.items():
+        integer = isinstance(value, int) and not isinstance(value, bool)
+        if key == "port" and not (integer and 0 <= value <= 65535):
+            raise ConfigError(f"port={value}: expected a TCP port, 0-65535 (0: any free port)")
+        if (key in LIMITS or key == "threads") and not (integer and value >= 1):
+            raise ConfigError(f"{key}={value}: expected an integer >= 1")
+        if key == "host" and not (isinstance(value, str) and value):
+            raise ConfigError(f"host={value}: expected an address, e.g. 127.0.0.1 or 0.0.0.0")
+
+
+# ------------------------------------------------------------------------------ the app
+
+
+def create_app(
+    predictor: Any,
+    *,
+    max_texts: int = LIMITS["max_texts"],
+    max_body_bytes: int = LIMITS["max_body_bytes"],
+    max_text_chars: int = LIMITS["max_text_chars"],
+    explain_top: int = LIMITS["explain_top"],
+    model_name: str | None = None,
+) -> FastAPI:
+    """The FastAPI app serving `predictor` (see the module docstring), with its limits."""
+    limits = {
+        "max_texts": max_texts,
+        "max_body_bytes": max_body_bytes,
+        "max_text_chars": max_text_chars,
+        "explain_top": explain_top,
+    }
+    check_settings(limits)
+    class_names = [str(name) for name in predictor.class_names]
+    if len(class_names) != 2:
+        raise ConfigError(f"predictor.class_names={class_names}: expected two class names")
+    explain = getattr(predictor, "explain", None)
+    health = {
+        "status": "ok",
+        "model": model_name or type(predictor).__name__,
+        "class_names": class_names,
+        "explain": explain is not None,
+        "limits": limits,
+    }
+    # /docs and /redoc would load Swagger and ReDoc from a CDN; /openapi.json stays.
+    app = FastAPI(title="fakenews_pl", docs_url=None, redoc_url=None)
+    app.state.health = health
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    # The body model is built here, with this app's limits; the endpoint's annotation must be
+    # the class itself (not a string: no `from __future__ import annotations` in this module).
+    PredictRequest = _request_model(max_texts, max_text_chars)  # noqa: N806 (a class)
+
+    def respond(texts: list[str], with_explanation: bool) -> dict[str, Any]:
+        # One batched predict_proba call for the whole request.
+        probabilities = np.asarray(predictor.predict_proba(texts), dtype=np.float32)
+        labels = predictor.labels(probabilities)
+        predictions = [
+            {
+                "label": str(label),
+                "probabilities": dict(zip(class_names, map(_number, row), strict=True)),
+            }
+            for label, row in zip(labels, probabilities.tolist(), strict=True)
+        ]
+        if with_explanation:
+            explained = explain(texts, top=explain_top) if explain else [None] * len(texts)
+            for prediction, tokens in zip(predictions, explained, strict=True):
+                prediction["explanation"] = tokens and [
+                    {"token": str(token), "effect": _number(effect)} for token, effect in tokens
+                ]
+        return {"predictions": predictions}
+
+    # `async def`, and a plain prediction runs right here on the event loop: it is ~0.4 ms of
+    # CPU, and a `def` endpoint's threadpool hop cost more than that on 2 cores: 515-520 vs
+    # 294-413 requests/s one client at a time, 1.0-1.1 vs 1.3-1.7 ms of server CPU a request
+    # (README, Serving). An explanation costs a bag per distinct token of each text (33 ms for
+    # one text of 20,000 characters, more with a real vocabulary), so it goes to the threadpool
+    # and the loop keeps answering meanwhile.
+    @app.post("/predict")
+    async def predict(body: PredictRequest) -> JSONResponse:  # type: ignore[valid-type]
+        """Labels and class probabilities of `texts` (and the tokens behind them)."""
+        if not body.texts:
+            return JSONResponse({"predictions": []})
+        if body.explain:
+            return JSONResponse(await run_in_threadpool(respond, body.texts, True))
+        return JSONResponse(respond(body.texts, False))
+
+    @app.get("/health")
+    async def get_health() -> JSONResponse:
+        """The model being served, its class names, whether it explains, and the limits."""
+        return JSONResponse(health)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        """The page: a text box, the predicted label, its probability and the tokens."""
+        return HTMLResponse(_page())
+
+    return app
+
+
+def _request_model(max_texts: int, max_text_chars: int) -> type:
+    """The `POST /predict` body as a pydantic model with this app's limits: `texts`, a list of
+    at most `max_texts` strings of at most `max_text_chars` characters, and `explain`."""
+    text = Annotated[
+        str,
+        StringConstraints(strict=True, max_length=max_text_chars),
+        AfterValidator(_encodable),
+    ]
+    return create_model(
+        "PredictRequest",
+        __config__=ConfigDict(extra="forbid", strict=True),
+        texts=(Annotated[list[text], Field(max_length=max_texts)], ...),
+        explain=(bool, False),
+    )
+
+
+def _encodable(text: str) -> str:
+    """A JSON `\\ud800` escape without its pair decodes to a lone surrogate, which no UTF-8
+    tokenizer can take (it would be a 500); refused here as a 422."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PydanticCustomError("unicode", "a lone surrogate") from exc
+    return text
+
+
+def _number(value: Any) -> float:
+    """A float32 as its shortest decimal (0.93, not 0.9300000071525879); np.float32 of it
+    is the model's value exactly."""
+    return float(str(np.float32(value)))
+
+
+@cache
+def _page() -> str:
+    return resources.files("fakenews_pl").joinpath("static/index.html").read_text("utf-8")
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 list of errors -> one line; malformed JSON is a 400, too many texts 413."""
+    errors = list(exc.errors())
+    first = next((e for e in errors if e["type"] in ("json_invalid", "too_long")), errors[0])
+    status, message = _describe(first)
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    return _error(status, message)
+
+
+def _describe(error: Mapping[str, Any]) -> tuple[int, str]:
+    """(status, one line) for one pydantic/FastAPI validation error of a /predict body."""
+    loc = [part for part in error.get("loc", ()) if part != "body"]
+    kind, given, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    expected = {
+        "texts": "a list of strings",
+        "explain": "true or false",
+    }.get(where, "a string" if where.startswith("texts[") else "")
+    if kind == "json_invalid":
+        at = f" at character {loc[0]}" if loc and isinstance(loc[0], int) else ""
+        return 400, f"body: malformed JSON{at}: {ctx.get('error', 'cannot be decoded')}"
+    if not where or kind in ("model_type", "model_attributes_type", "dict_type"):
+        if given in (None, b""):
+            what = "an empty body"
+        elif isinstance(given, bytes):
+            what = "a body without Content-Type: application/json"
+        else:
+            what = f"a JSON {_json_type(given)}"
+        return 422, (
+            f'body: expected a JSON object {{"texts": ["..."], "explain": false}} with '
+            f"Content-Type: application/json, got {what}"
+        )
+    if kind == "missing":
+        return 422, f"{where}: missing; expected {expected}"
+    if kind == "extra_forbidden":
+        return 422, f"{where}: unknown field; expected texts and explain"
+    if kind == "too_long" and where == "texts":
+        return 413, (
+            f"texts: {len(given)} texts, at most {ctx.get('max_length')} per request; "
+            "send them in several requests"
+        )
+    if kind in ("unicode", "string_unicode"):
+        return (
+            422,
+            f"{where}: not valid Unicode (a lone surrogate: \\ud800-\\udfff escapes come in pairs)",
+        )
+    if kind == "string_too_long":
+        return 422, (
+            f"{where}: {len(given):,} characters, at most {ctx.get('max_length'):,} per text"
+        )
+    if kind.endswith("_type") and expected:
+        return 422, f"{where}: expected {expected}, got {_json_type(given)}"
+    return 422, f"{where}: {error.get('msg', kind)}"
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, as a client wrote it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {json.dumps(value)}"
+    if isinstance(value, int | float):
+        return f"number {json.dumps(value)}"
+    if isinstance(value, str):
+        return f"string {json.dumps(value[:40])}" + ("..." if len(value) > 40 else "")
+    return {list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """404 and 405 (and any other HTTPException) as `{"error": ...}`."""
+    target = f"{request.method} {request.url.path}"
+    if exc.status_code == 404:
+        message = f"{target}: no such route; the routes are {ROUTES}"
+    elif exc.status_code == 405:
+        message = f"{target}: method not allowed here; the routes are {ROUTES}"
+    else:
+        message = f"{target}: {exc.detail}"
+    return _error(exc.status_code, message, getattr(exc, "headers", None))
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug, not bad input: still JSON (uvicorn logs the traceback)."""
+    return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` gets a 413 JSON error, at once when its
+    Content-Length says so, else as soon as the bytes received pass the limit (a chunked
+    body, or a Content-Length that lies: the HTTP parser stops at the declared length).
+    A body within the limit is read whole and handed on."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check, read and hand on one request."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send, f"{int(declared):,} bytes")
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send, f"over {self.max_bytes:,} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
+
+        async def replay() -> Message:
+            return body.pop() if body else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
+        # The unread rest of the body cannot be skipped over: close the connection after.
+        response = _error(
+            413,
+            f"body: {size}, at most {self.max_bytes:,} bytes (max_body_bytes) per request",
+            {"connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+# ------------------------------------------------------------------------------ serving
+
+
+class _Stopped(BaseException):
+    """SIGTERM or SIGINT outside uvicorn's graceful shutdown (before it starts, or re-raised
+    by uvicorn once it is done): ends `serve` quietly, with exit status 0."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise _Stopped
+
+
+def serve(
+    app_or_predictor: FastAPI | Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    access_log: bool = True,
+    log_level: str = "info",
+    model_name: str | None = None,
+    **limits: int,
+) -> None:
+    """Serve an app, or a predictor (wrapped by `create_app(predictor, **limits)`), on
+    host:port until SIGTERM or Ctrl-C; then uvicorn finishes the requests in flight, releases
+    the port and this returns. A port that cannot be bound is a `ConfigError`. Port 0 takes
+    a free one; the line `serving ... on http://HOST:PORT` names it."""
+    check_settings({"host": host, "port": port})
+    if isinstance(app_or_predictor, FastAPI):
+        app = app_or_predictor
+    else:
+        app = create_app(app_or_predictor, model_name=model_name, **limits)
+    import uvicorn
+
+    # Bound here rather than by uvicorn: a taken port is one line naming `port`, and port 0's
+    # actual number is known before the first request.
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+    # without it a keep-alive client waits 40 ms (Nagle + delayed ACK) for every response.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        key = "port" if exc.errno in (errno.EADDRINUSE, errno.EACCES) else "host"
+        value = port if key == "port" else host
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"{key}={value}: cannot listen on {host}:{port} ({reason})") from exc
+    sock.listen(2048)
+    bound_port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        # Requests in flight get 10 s to finish after SIGTERM; then the server stops anyway.
+        uvicorn.Config(
+            app,
+            log_level=log_level,
+            access_log=access_log,
+            lifespan="off",
+            timeout_graceful_shutdown=10,
+        )
+    )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, restores the handlers it found and then
+    # raises the signal again; with these handlers that ends here, status 0, not a kill.
+    main = threading.current_thread() is threading.main_thread()
+    previous = (
+        {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    )
+    try:
+        model = getattr(app.state, "health", {}).get("model", "an app")
+        print(f"serving {model} on http://{_url_host(host)}:{bound_port}", flush=True)
+        server.run(sockets=[sock])
+    except _Stopped:
+        pass
+    finally:
+        sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

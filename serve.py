@@ -1,0 +1,41 @@
+"""Serve a trained model over HTTP: POST /predict, GET /health and the page at GET /.
+
+python serve.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt [port=8000] [host=127.0.0.1]
+python serve.py ckpt_path=exported/                  # a bundle from scripts/export_model.py
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from fakenews_pl import config, errors, server  # noqa: E402
+from fakenews_pl.classifier import Classifier  # noqa: E402
+
+LIMITS = ("max_texts", "max_body_bytes", "max_text_chars", "explain_top")
+
+
+def serve(cfg: DictConfig) -> None:
+    """Check the config, load the model once, then serve it until SIGTERM or Ctrl-C."""
+    config.check_checkpoint_and_device(cfg, bundles=True)
+    limits = {key: cfg[key] for key in LIMITS}
+    server.check_settings({**limits, "host": cfg.host, "port": cfg.port, "threads": cfg.threads})
+    torch.set_num_threads(cfg.threads)
+    predictor = Classifier.load(cfg.ckpt_path, cfg.device)
+    app = server.create_app(predictor, model_name=str(cfg.ckpt_path), **limits)
+    server.serve(app, cfg.host, cfg.port, access_log=cfg.access_log)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="serve.yaml")
+@errors.reports_user_errors
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: serve a checkpoint."""
+    serve(cfg)
+
+
+if __name__ == "__main__":
+    main()
