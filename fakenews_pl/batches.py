@@ -149,6 +149,58 @@ class EpochShuffle(RandomSampler):
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
+class LengthBuckets(BatchSampler):
+    """Minibatches of rows of similar length, so a sequence encoder's padding stays small.
+
+    Takes `sampler`'s order (an `EpochShuffle`, or Lightning's DistributedSampler under DDP:
+    Lightning passes it in by this argument's name), cuts it into chunks of `chunk_batches`
+    minibatches, sorts each chunk by length, cuts it into `batch_size` rows and shuffles those
+    minibatches (seeded by the chunk's rows, so the order follows the sampler's seed and epoch).
+    A `BatchSampler`, so that Lightning records its arguments and can swap the sampler.
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler[int],
+        batch_size: int,
+        lengths: np.ndarray,
+        drop_last: bool = False,
+        chunk_batches: int = 50,
+    ) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        self.lengths, self.chunk_batches = np.asarray(lengths), chunk_batches
+
+    def __len__(self) -> int:
+        rows = len(self.sampler)
+        return rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = np.fromiter(iter(self.sampler), dtype=np.int64)
+        chunk = self.batch_size * self.chunk_batches
+        for start in range(0, len(order), chunk):
+            rows = order[start : start + chunk]
+            rows = rows[np.argsort(self.lengths[rows], kind="stable")]
+            parts = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+            if self.drop_last and len(parts[-1]) < self.batch_size:
+                parts.pop()
+            rng = np.random.default_rng(epoch_seed(start, *rows[:4].tolist()))
+            for i in rng.permutation(len(parts)):
+                yield parts[i].tolist()
+
+
+def bucket_loader(
+    dataset: Dataset, batch_size: int, lengths: np.ndarray, num_workers: int = 0
+) -> DataLoader:
+    """Shuffled minibatches of `batch_size` rows of similar `lengths` (`LengthBuckets`)."""
+    return DataLoader(
+        dataset,
+        batch_sampler=LengthBuckets(EpochShuffle(dataset), batch_size, lengths),
+        collate_fn=_as_is,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
+
+
 class _WholeEpoch(Sampler):
     """One batch per epoch: every minibatch of `batches`, concatenated in order."""
 

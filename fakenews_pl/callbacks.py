@@ -43,7 +43,9 @@ class PooledFeatures(pl.Callback):
         if datamodule is None or not hasattr(datamodule, "use_pooled"):
             return
         embedding = pl_module.embedding
+        # A sequence encoder reads every token's vector, not the pooled one.
         frozen = not any(p.requires_grad for p in embedding.parameters())
+        frozen = frozen and getattr(pl_module, "encoder", None) is None
         datamodule.use_pooled(pool_corpus(datamodule.corpus, embedding) if frozen else None)
 
 

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 from pytorch_lightning import LightningDataModule
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from fakenews_pl import batches, corpus, fused
+from fakenews_pl import batches, corpus, encoders, fused
 from fakenews_pl.errors import ConfigError
 
 VAL_SOURCES = ("split", "test")
@@ -78,7 +79,8 @@ class FakeNewsDataModule(LightningDataModule):
     `strip_dateline`: `corpus.read_isot_csv`). Validation is a seeded stratified
     `val_fraction` of train, or the test set itself with `val_source="test"` (what the notebook
     does). Training batches hold `batch_size` rows (the notebook's 32); on one process with
-    `fuse_train_batches` a whole epoch of them is one batch (`fakenews_pl.fused`).
+    `fuse_train_batches` a whole epoch of them is one batch (`fakenews_pl.fused`); for a
+    sequence encoder they hold rows of similar length (`length_buckets`).
     """
 
     def __init__(
@@ -103,6 +105,8 @@ class FakeNewsDataModule(LightningDataModule):
         dir: str | None = None,
         text_field: str = "title",
         strip_dateline: bool = True,
+        max_tokens: int = 256,
+        length_buckets: bool | None = None,
     ) -> None:
         super().__init__()
         check_options(format, val_source, files, train_csv, test_csv, label_names, dir, text_field)
@@ -190,9 +194,23 @@ class FakeNewsDataModule(LightningDataModule):
         return batches.loader(self.dataset(split), size, shuffle, hp.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled minibatches of `batch_size`, or one epoch batch of them (`fused`)."""
-        if self.hparams.fuse_train_batches and fused.fuse_epochs(self.trainer):
-            return batches.epoch_loader(self.dataset("train"), self.hparams.batch_size)
+        """Shuffled minibatches of `batch_size`, or one epoch batch of them (`fused`); for a
+        model with a sequence encoder, minibatches of rows of similar length (`length_buckets`:
+        null follows the model, true or false forces it), never fused."""
+        hp = self.hparams
+        sequence = getattr(self.trainer and self.trainer.lightning_module, "encoder", None)
+        buckets = sequence is not None if hp.length_buckets is None else hp.length_buckets
+        if buckets:
+            lengths = np.minimum(self.corpus.lengths[self.rows["train"]], hp.max_tokens)
+            rank_zero_info(
+                "train texts, "
+                + encoders.length_summary(self.corpus.lengths[self.rows["train"]], hp.max_tokens)
+            )
+            return batches.bucket_loader(
+                self.dataset("train"), hp.batch_size, lengths, hp.num_workers
+            )
+        if hp.fuse_train_batches and sequence is None and fused.fuse_epochs(self.trainer):
+            return batches.epoch_loader(self.dataset("train"), hp.batch_size)
         return self.split_dataloader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -4,6 +4,8 @@
     vectors = emb.embed_texts(["A headline", "another one"])   # (2, 128)
 
 For training, tokenize once with `emb.tokenizer.encode(texts)` and call `emb(ids, offsets)`.
+The table keeps the artifact's dtype (float32, or float64 for a module whose table is float64)
+and so do the pooled vectors; the classifier's head casts them to its own dtype.
 """
 
 from __future__ import annotations
@@ -13,15 +15,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fakenews_pl import artifact
 from fakenews_pl.pooling import COMBINERS, pool_bags
 from fakenews_pl.tokenizer import HubTokenizer
 
+TABLE_DTYPES = (torch.float32, torch.float64)  # others are stored as float32
+
 
 class HubEmbedding(nn.Module):
-    """Vocabulary + OOV-bucket table pooled per text, as the Hub module's combiner does it."""
+    """Vocabulary + OOV-bucket table pooled per text, as the Hub module's combiner does it.
+
+    `table` keeps its dtype if float32 or float64 (any other is cast to float32).
+    """
 
     def __init__(
         self,
@@ -42,8 +50,9 @@ class HubEmbedding(nn.Module):
         self.combiner = combiner
         self.meta = dict(meta or {})
         # The bag holds the table and the sparse flag; pooling is `pool_bags` (TF's order).
+        table = table if table.dtype in TABLE_DTYPES else table.float()
         self.bag = nn.EmbeddingBag.from_pretrained(
-            table.float(), freeze=not trainable, mode="sum", sparse=sparse
+            table, freeze=not trainable, mode="sum", sparse=sparse
         )
 
     @classmethod
@@ -76,6 +85,11 @@ class HubEmbedding(nn.Module):
         return self.bag.embedding_dim
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The table's dtype, and so the pooled vectors': float32 or float64."""
+        return self.bag.weight.dtype
+
+    @property
     def num_rows(self) -> int:
         """Vocabulary rows plus OOV-bucket rows."""
         return self.bag.num_embeddings
@@ -89,12 +103,16 @@ class HubEmbedding(nn.Module):
         """Freeze or unfreeze the table."""
         self.bag.weight.requires_grad_(trainable)
 
-    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
         """(total_tokens,) ids, (B,) offsets -> (B, D) pooled vectors; empty bags give zeros.
 
-        Summed in the float32 order of TF's SparseSegmentSqrtN/Mean/Sum kernel, so the output
-        equals the Hub module's bit for bit on CPU, for texts of any length.
+        Summed in the order of TF's SparseSegmentSqrtN/Mean/Sum kernel, in the table's dtype,
+        so the output equals the Hub module's bit for bit on CPU, for texts of any length.
+        Without `offsets`: (T, D), each id's own row (the sequence encoders' lookup; row
+        gradients when the table trains sparse, like the bag's).
         """
+        if offsets is None:
+            return F.embedding(ids, self.bag.weight, sparse=self.bag.sparse)
         return pool_bags(self.bag.weight, ids, offsets, self.combiner, sparse=self.bag.sparse)
 
     def encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,6 +122,6 @@ class HubEmbedding(nn.Module):
 
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Texts -> (N, D) float32 vectors, equal to the Hub module's output."""
+        """Texts -> (N, D) vectors in the table's dtype, equal to the Hub module's output."""
         ids, offsets = self.encode(texts)
         return self(ids.to(self.weight.device), offsets.to(self.weight.device))

@@ -3,11 +3,16 @@
     HubEmbedding (D) -> Dense 256 ReLU -> Dropout 0.3 -> Dense 64 ReLU -> Dropout 0.2 -> Dense 1
 
 Keras parity: glorot-uniform weights and zero biases, binary cross-entropy on the logit (Keras
-does the same for a sigmoid output), Adam with lr 1e-4 and Keras's epsilon 1e-7. The embedding
+does the same for a sigmoid output), Adam with lr 1e-4 and Keras's epsilon 1e-7; `optimizer`
+chooses torch's Adam arithmetic (`adam`) or Keras's, op for op (`keras_adam`). The embedding
 is frozen unless `trainable`; `sparse_embedding` trains it with sparse gradients and SparseAdam
 (`optim.RowSparseAdam`; lazy: only the rows a batch touches move), the dense path is exact Adam
 over the whole table, as Keras's Adam applies it. `training_step` takes one minibatch, or on
 one device a whole epoch of them, stepped through by `fakenews_pl.fused`.
+
+`encoder="cnn"` or `"bilstm"` puts a sequence encoder (`fakenews_pl.encoders`, trained with the
+head's optimizer) between the token vectors and the head instead of the module's bag pooling;
+its minibatches are never fused (one `training_step` each, autograd).
 
 Checkpoints hold the embedding's path and sizes as hyperparameters, never the tensor; a frozen
 model's checkpoint leaves the table out altogether and reloads it from the artifact, refusing
@@ -31,10 +36,13 @@ from torchmetrics.classification import BinaryAccuracy
 from fakenews_pl import artifact, batches, fused
 from fakenews_pl.batches import epoch_seed
 from fakenews_pl.embedding import HubEmbedding
+from fakenews_pl.encoders import build_encoder
 from fakenews_pl.errors import ConfigError, UserError
 from fakenews_pl.head import DenseHead
-from fakenews_pl.optim import RowSparseAdam, TouchedRowAdam
+from fakenews_pl.optim import KerasAdam, RowSparseAdam, TouchedRowAdam
 
+# model.optimizer: torch's Adam, or tf.keras's (the notebook's arithmetic: optim.KerasAdam).
+OPTIMIZERS = ("adam", "keras_adam")
 EMBEDDING_PREFIX = "embedding."
 # A fine-tuned table in a checkpoint: the artifact's (by sha256) plus these rows.
 TOUCHED_ROWS, TOUCHED_VALUES = "embedding_touched_rows", "embedding_touched_values"
@@ -92,8 +100,17 @@ class FakeNewsClassifier(LightningModule):
         class_names: Sequence[str] = ("Fake", "True"),
         step_threads: int | None = 1,
         dense_table_adam: bool = False,
+        optimizer: str = "adam",
+        encoder: str = "bag",
+        max_tokens: int = 256,
+        cnn: dict[str, Any] | None = None,
+        bilstm: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"model.optimizer={optimizer!r}: expected one of {', '.join(OPTIMIZERS)}"
+            )
         if step_threads is not None and not (type(step_threads) is int and step_threads >= 1):
             raise ConfigError(
                 f"model.step_threads={step_threads}: expected a thread count >= 1, or null "
@@ -118,7 +135,11 @@ class FakeNewsClassifier(LightningModule):
         # Sizes, not tensors: what a checkpoint needs to rebuild the module.
         self.hparams.embedding_dim = self.embedding.dim
         self.hparams.embedding_rows = self.embedding.num_rows
-        self.head = DenseHead(self.embedding.dim, hidden_sizes, dropouts)
+        # A sequence encoder (`fakenews_pl.encoders`) between the token vectors and the head;
+        # None: the module's own bag pooling, the notebook's model.
+        self.encoder = build_encoder(encoder, self.embedding.dim, max_tokens, cnn, bilstm)
+        features = self.embedding.dim if self.encoder is None else self.encoder.out_dim
+        self.head = DenseHead(features, hidden_sizes, dropouts)
         self.sparse_trainable = trainable and sparse_embedding
         # Stepped by hand: the table and the head have their own optimizers, and a fused
         # batch holds many minibatches (see training_step).
@@ -137,8 +158,15 @@ class FakeNewsClassifier(LightningModule):
         """Batch -> (B,) logits; `pooled` (B, D) when cached, else `ids`/`offsets` bags."""
         pooled = batch.get("pooled")
         if pooled is None:
-            pooled = self.embedding(batch["ids"], batch["offsets"])  # (T,), (B,) -> (B, D)
-        return self.head(pooled)
+            pooled = self.encode(batch["ids"], batch["offsets"])
+        return self.head(pooled.to(self.head[0].weight.dtype))  # a float64 table, float32 head
+
+    def encode(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """(T,) ids, (B,) offsets -> (B, F) the head's input: the bag's pooled vectors, or the
+        sequence encoder's features."""
+        if self.encoder is None:
+            return self.embedding(ids, offsets)  # (B, D)
+        return self.encoder(self.embedding, ids, offsets)
 
     @torch.no_grad()
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
@@ -253,21 +281,33 @@ class FakeNewsClassifier(LightningModule):
         (torch's Adam over the whole table, exactly, computed on the rows ever touched: the
         notebook's optimizer), torch's Adam itself (`dense_table_adam`), or SparseAdam
         (`sparse_embedding`, lazy: only the rows a minibatch touches move). Adam is
-        per-parameter, so two optimizers step exactly as one over both."""
+        per-parameter, so two optimizers step exactly as one over both. `optimizer=keras_adam`:
+        tf.keras's Adam arithmetic instead (`KerasAdam`; the exact table optimizers in its form
+        for an embedding's row gradients; SparseAdam, not the notebook's, keeps torch's)."""
         hp = self.hparams
+        keras = hp.get("optimizer", "adam") == "keras_adam"
         # The fused kernel is the same Adam in one pass over memory: for a dense 1M-row table
         # that is ~4x faster than the per-tensor loop on CPU.
         fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters())
+        head = list(self.head.parameters())  # and a sequence encoder's: trained alike
+        head += [] if self.encoder is None else list(self.encoder.parameters())
         optimizers: list[torch.optim.Optimizer] = [
-            torch.optim.Adam(self.head.parameters(), lr=hp.lr, eps=hp.adam_eps, fused=fused)
+            KerasAdam(head, lr=hp.lr, eps=hp.adam_eps)
+            if keras
+            else torch.optim.Adam(head, lr=hp.lr, eps=hp.adam_eps, fused=fused)
         ]
         table = [p for p in self.embedding.parameters() if p.requires_grad]
         if table and self.sparse_trainable:
             optimizers.append(RowSparseAdam(table, lr=hp.lr, eps=hp.adam_eps))
+        elif table and hp.dense_table_adam and keras:
+            optimizers.append(KerasAdam(table, lr=hp.lr, eps=hp.adam_eps, row_gradients=True))
         elif table and hp.dense_table_adam:
             optimizers.append(torch.optim.Adam(table, lr=hp.lr, eps=hp.adam_eps, fused=fused))
         elif table:
-            exact = TouchedRowAdam(table, lr=hp.lr, eps=hp.adam_eps, fused=fused)
+            arithmetic = "keras" if keras else "torch"
+            exact = TouchedRowAdam(
+                table, lr=hp.lr, eps=hp.adam_eps, fused=fused, arithmetic=arithmetic
+            )
             optimizers.append(exact)
             # It writes moved rows into the table lazily: each lookup syncs the rows it reads.
             if self._table_hook is not None:

@@ -187,13 +187,14 @@ def weights_for_report(
 
 def write_run_info(cfg: DictConfig, trainer: Trainer, started: float) -> None:
     """`run.json` in the run dir: what a sweep summary lists beside the metrics (embedding,
-    trainable, wall seconds, peak RSS, the checkpoint of the reported weights)."""
+    trainable, encoder, wall seconds, peak RSS, the checkpoint of the reported weights)."""
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     info = {
         "embedding": cfg.embedding.get("name"),
         "trainable": bool(cfg.trainable),
+        "encoder": cfg.model.get("encoder", "bag"),
         "wall_s": time.perf_counter() - started,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "checkpoint": best if cfg.report_on == "best" else (str(last) if last.is_file() else best),

@@ -68,6 +68,7 @@ def read_run(run: Path, metric: str | None = None) -> dict[str, Any] | None:
         "overrides": " ".join(_overrides(run)),
         "embedding": info.get("embedding"),
         "trainable": info.get("trainable"),
+        "encoder": info.get("encoder"),
     }
     for key in METRICS:
         for c in _classes(metrics) if "{c}" in key else [None]:
@@ -149,6 +150,7 @@ def _plot(frame: pd.DataFrame, path: Path) -> None:
     labels = [
         f"{row['run']}: {row.get('embedding') or ''}\n"
         + ("" if row.get("trainable") is None else "fine-tuned" if row["trainable"] else "frozen")
+        + (f"\n{row['encoder']}" if row.get("encoder") not in (None, "bag") else "")
         for _, row in frame.iterrows()
     ]  # the run's number ties a bar to its row in summary.md
     for ax, key, title in ((axes[0], "test/accuracy", "Test accuracy"), (axes[1], f1, "")):

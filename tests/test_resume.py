@@ -53,6 +53,17 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
             ["trainable=true", "model.sparse_embedding=true", "trainer.max_epochs=3"],
             ["+callbacks.kill.epoch=2"],
         ),
+        # sequence encoders: length-bucketed minibatches, a fine-tuned CNN, a frozen BiLSTM
+        (
+            False,
+            ["model.encoder=cnn", "trainable=true", "trainer.max_epochs=3"],
+            ["+callbacks.kill.epoch=2", "+callbacks.kill.batch=9"],
+        ),
+        (
+            True,
+            ["model.encoder=bilstm", "trainer.max_epochs=3"],
+            ["+callbacks.kill.epoch=2", "+callbacks.kill.batch=4"],
+        ),
     ],
 )
 def test_a_killed_run_resumes_to_the_same_end(

@@ -50,6 +50,7 @@ def test_a_two_by_two_multirun_writes_a_summary_of_its_runs(
         for key in ("test/accuracy", "test/f1_Fake", "test/auroc", "train/accuracy", "fit/epochs"):
             assert row[key] == pytest.approx(metrics[key], rel=1e-12), key
     assert frame["trainable"].tolist() == [False, True, False, True]
+    assert frame["encoder"].tolist() == ["bag"] * 4
     assert frame["best"].sum() == 1  # by val/best_loss, the lowest
     assert frame.loc[frame["best"], "val/best_loss"].item() == frame["val/best_loss"].min()
     assert (sweep / "summary.png").stat().st_size > 0

@@ -259,13 +259,15 @@ def test_trainer_variants_are_diffs_of_the_default(compose_train, tmp_path: Path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize(("sparse", "encoder"), [(False, "bag"), (True, "bag"), (True, "cnn")])
 def test_two_process_cpu_ddp(
-    sparse: bool, run_python, cli_overrides, tiny_run, tmp_path: Path
+    sparse: bool, encoder: str, run_python, cli_overrides, tiny_run, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
     quick = [o for o in tiny_run if "limit_train_batches" not in o]
     args = ["train.py", "trainer=ddp_cpu", "trainable=true", f"model.sparse_embedding={sparse}"]
+    # cnn: length-bucketed minibatches, whose sampler Lightning swaps for a distributed one
+    args.append(f"model.encoder={encoder}")
     run_python([*args, *cli_overrides(tmp_path), *quick, f"hydra.run.dir={run}"])
     assert (run / "metrics.json").is_file()
     assert (run / "train_ddp_process_1.log").is_file()  # the second rank ran
