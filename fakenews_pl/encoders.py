@@ -121,17 +121,30 @@ class BiLstmEncoder(nn.Module):
 
 
 class SequenceEncoder(nn.Module):
-    """Token bags -> padded token vectors -> a `CnnEncoder` or `BiLstmEncoder`."""
+    """Token bags -> padded token vectors -> a `CnnEncoder` or `BiLstmEncoder`.
 
-    def __init__(self, layer: nn.Module, max_tokens: int) -> None:
+    A batch of more than `chunk_rows` rows (evaluation's 1,024, in file order) runs as chunks of
+    rows of similar length, each padded to its own longest: one long text no longer pads every
+    row of the batch to `max_tokens` (on seed-fakenews the median text has 12 tokens, the
+    longest 2,930). Training minibatches are already bucketed by length and run whole.
+    """
+
+    def __init__(self, layer: nn.Module, max_tokens: int, chunk_rows: int = 128) -> None:
         super().__init__()
-        self.layer, self.max_tokens = layer, max_tokens
+        self.layer, self.max_tokens, self.chunk_rows = layer, max_tokens, chunk_rows
         self.out_dim = layer.out_dim
 
     def forward(self, embedding: nn.Module, ids: Tensor, offsets: Tensor) -> Tensor:
         """(T,) ids, (B,) offsets through `embedding`'s rows -> (B, out_dim)."""
         x, lengths = padded_vectors(embedding, ids, offsets, self.max_tokens)
-        return self.layer(x, lengths)
+        if len(lengths) <= self.chunk_rows:
+            return self.layer(x, lengths)
+        order = torch.argsort(lengths, stable=True)
+        parts = []
+        for rows in order.split(self.chunk_rows):
+            width = max(int(lengths[rows].max()), 1)
+            parts.append(self.layer(x[rows, :width], lengths[rows]))
+        return torch.cat(parts).index_select(0, torch.argsort(order))  # back in batch order
 
 
 def build_encoder(

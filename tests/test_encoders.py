@@ -168,3 +168,18 @@ def test_an_encoder_axis_in_a_sweep_and_a_search(cli_overrides, tiny_run, tmp_pa
     assert len(trials) == 3 and set(trials["encoder"]) <= {"bag", "cnn", "bilstm"}
     pairs = zip(trials["encoder"], trials["overrides"], strict=True)
     assert all(f"model.encoder={encoder}" in overrides for encoder, overrides in pairs)
+
+
+@pytest.mark.parametrize("name", ["cnn", "bilstm"])
+def test_a_large_batch_runs_in_length_chunks_with_the_same_features(
+    name: str, embedding: HubEmbedding
+) -> None:
+    torch.manual_seed(0)
+    encoder = encoders.build_encoder(name, embedding.dim, 256).eval()
+    texts = [" ".join(["senate vote"] * (i % 37)) for i in range(300)]  # 0 to 72 tokens
+    ids, offsets = embedding.encode(texts)
+    with torch.no_grad():
+        chunked = encoder(embedding, ids, offsets)  # 300 rows > chunk_rows: 3 chunks
+        encoder.chunk_rows = 1_000
+        whole = encoder(embedding, ids, offsets)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
