@@ -2,7 +2,7 @@
 
     python benchmarks/bench_encoders.py                          # grid + four real sizes
     python benchmarks/bench_encoders.py --seeds 3 --skip-sizes   # the accuracy grid only
-    python benchmarks/bench_encoders.py --keep /tmp/enc --max-epochs 4 --sizes nnlm128,wiki250
+    python benchmarks/bench_encoders.py --keep /tmp/enc --sizes nnlm128 --limit-batches 100
 
 Data and module: `parity_train.py`'s (one seeded stratified split of the seed-fakenews files,
 test 0.33, validation = the test set as in the notebook; an SVD word-vector module of the train
@@ -18,20 +18,24 @@ Accuracy grid: encoder x {frozen, fine-tuned (`trainable=true`: the default exac
 `max_epochs` from the config unless `--max-epochs` caps it (a run the cap stopped before early
 stopping would have is marked CAPPED; with a cap the bag, which is cheap, also runs uncapped
 as `bag (no cap)`). Read from each run: metrics.json (test accuracy, F1 per class, epochs),
-peak RSS (`os.wait4` ru_maxrss of the process) and epoch seconds: `parity_train.EpochTimer`,
-one `on_train_epoch_start` to the next, validation included; a run's figure is the median of
-its epochs. The summary gives, per (encoder, mode), the mean and the sample standard deviation
-(n - 1) over seeds; the best mean test accuracy is marked.
+peak RSS (`os.wait4` ru_maxrss of the process), epoch seconds (`parity_train.EpochTimer`, one
+`on_train_epoch_start` to the next, validation included) and train seconds (the epoch's
+minibatches alone, `StepTimer` below: validation and the report run on torch's thread count and
+swing with the machine's load, the minibatches on `model.step_threads`); a run's figure is the
+median of its epochs. The summary gives, per (encoder, mode), the mean and the sample standard
+deviation (n - 1) over seeds; the best mean test accuracy is marked.
 
 Speed at the real table sizes (`--sizes`, `bench_embedding.SIZES`; `--skip-sizes` to skip):
 the stand-in modules `bench_grid.py` builds (the SVD vectors padded with filler rows to each
 TF-Hub module's row count), one epoch (`trainer.max_epochs=1`, seed `--seed`) per encoder,
-frozen and fine-tuned: epoch seconds and peak RSS. The bag's epoch runs in full. A sequence
-encoder's epoch is cut to `--limit-batches` minibatches (`trainer.limit_train_batches`; 0: a
-full epoch) and scaled to a full one: measured epoch (its minibatches, the full validation pass,
-the epoch's hooks) + (full - run) / run x the run minibatches' seconds (`StepTimer` below:
-each from the previous one's end, fetching included). Length buckets sort 50 minibatches at a
-time, so a multiple of 50 covers whole buckets: short and long texts in their proportions.
+frozen and fine-tuned: epoch seconds and peak RSS. One epoch is the first, the slowest for
+exact fine-tuning (rows join the touched set as new tokens appear). Full epochs by default;
+`--limit-batches N` cuts a sequence encoder's epoch to N minibatches
+(`trainer.limit_train_batches`; the bag's always runs in full) and scales it to a full one:
+measured epoch (its minibatches, the full validation pass, the epoch's hooks) + (full - run) /
+run x the run minibatches' seconds (`StepTimer`: each from the previous one's end, fetching
+included). Length buckets sort 50 minibatches at a time, so a multiple of 50 covers whole
+buckets: short and long texts in their proportions.
 
 Each child has a timeout (`--timeout`); a failed or killed run is a row with its error. `--keep
 DIR` keeps modules and runs and reuses a finished run whose command is unchanged. The JSON of
@@ -69,6 +73,7 @@ SUMMARY = (  # key, column, format of a mean (points for fractions)
     ("f1_True", "F1 True", "{:.4f}"),
     ("epochs", "epochs", "{:.1f}"),
     ("epoch_s", "epoch s", "{:.1f}"),
+    ("train_s", "train s", "{:.1f}"),
     ("peak_rss_mb", "peak RSS MiB", "{:.0f}"),
 )
 
@@ -260,6 +265,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"label": label, "runs": len(done)}
         entry["failed"] = sum(1 for r in rows if r["label"] == label and r.get("error"))
         entry["capped"] = sum(1 for r in done if r.get("capped"))
+        for r in done:
+            r["train_s"] = statistics.median(sum(epoch) for epoch in r["batch_seconds"])
         for key, _, _ in SUMMARY:
             entry[key] = mean_std([r[key] for r in done]) if done else None
         out.append(entry)
@@ -376,7 +383,8 @@ def print_speed(rows: list[dict[str, Any]]) -> None:
             mark = "*" if "scaled" in row["how"] else ""
             cells.append(f"{row['full_epoch_s']:.1f}{mark} s, {row['peak_rss_mb']:.0f} MiB")
         print("| " + " | ".join(cells) + " |")
-    print("(* a full epoch scaled from the minibatches run; see the per-run lines above)")
+    if any("scaled" in r.get("how", "") for r in rows):
+        print("(* a full epoch scaled from the minibatches run; see the per-run lines above)")
 
 
 # ---------------------------------------------------------------- main
@@ -397,8 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--limit-batches",
         type=int,
-        default=100,
-        help="minibatches of a sequence encoder's speed epoch, scaled to a full one (0: all)",
+        default=0,
+        help="cut a sequence encoder's speed epoch to N minibatches, scaled (0: full epoch)",
     )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
     parser.add_argument("--keep", type=Path, help="work dir to keep and reuse (modules, runs)")
@@ -445,19 +453,18 @@ def main(argv: list[str] | None = None) -> int:
         grid_rows = run_grid(args, artifact, work)
         summary = summarise(grid_rows)
         print(
-            "\nAccuracy grid: mean ± sample std over seeds; epoch s = median epoch of a run "
-            "(validation included), then mean over seeds; peak RSS = os.wait4 ru_maxrss"
+            "\nAccuracy grid: mean ± sample std over seeds; epoch s = a run's median epoch "
+            "(validation included), train s = its median epoch's minibatches alone; peak RSS = "
+            "os.wait4 ru_maxrss"
         )
         print_summary(summary)
 
     size_rows: list[dict[str, Any]] = []
     if sizes:
         artifacts = build_sizes(train_texts, work, sizes)
-        limit = (
-            "full epochs"
-            if not args.limit_batches
-            else f"cnn/bilstm epochs cut to {args.limit_batches} minibatches and scaled"
-        )
+        limit = "full epochs"
+        if args.limit_batches:
+            limit = f"cnn/bilstm epochs cut to {args.limit_batches} minibatches and scaled"
         print(f"speed at real sizes: one epoch each, seed {args.seed}; {limit}", flush=True)
         size_rows = run_sizes(args, artifacts, work, len(train_texts))
         print_speed(size_rows)
