@@ -13,22 +13,17 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from fakenews_pl import config, errors  # noqa: E402
+from fakenews_pl import config, errors, temporaries  # noqa: E402
 from fakenews_pl.classifier import Classifier, format_effects  # noqa: E402
-from fakenews_pl.errors import ConfigError  # noqa: E402
 
 
 def predict(cfg: DictConfig) -> list[str]:
     """Print the label and class probabilities of `cfg.text` (with `explain`, its most
     influential tokens), or score `cfg.input`."""
-    if (cfg.text is None) == (cfg.input is None) or (cfg.input is not None) != bool(cfg.output):
-        raise ConfigError("give text=... or both input=FILE.csv and output=OUT.csv")
-    if not isinstance(cfg.explain, bool):
-        raise ConfigError(f"explain={cfg.explain}: expected true or false")
-    if not (type(cfg.explain_top) is int and cfg.explain_top >= 1):
-        raise ConfigError(f"explain_top={cfg.explain_top}: expected a token count >= 1")
-    config.check_checkpoint_and_device(cfg, bundles=True)
+    config.check_predict_config(cfg)
     clf = Classifier.load(cfg.ckpt_path, cfg.device)
+    if cfg.output:  # the model's own files, known once it is loaded
+        temporaries.refuse_input_as_output(cfg.output, [clf.embedding.meta["path"]], "output")
     if cfg.text is not None:
         (probabilities,) = clf.predict_proba([str(cfg.text)])
         shares = ", ".join(

@@ -93,9 +93,10 @@ def read_vocab(path: str | os.PathLike, sha256: str | None = None) -> list[str]:
         raise ArtifactError(f"{path}: not UTF-8 at byte {e.start}") from None
 
 
-def meta_checksum(meta: dict[str, Any]) -> str:
-    """sha256 of meta's canonical JSON (sorted keys, compact, UTF-8) without `meta_sha256`."""
-    content = {k: v for k, v in meta.items() if k != META_SHA256}
+def meta_checksum(meta: dict[str, Any], key: str = META_SHA256) -> str:
+    """sha256 of meta's canonical JSON (sorted keys, compact, UTF-8) without the checksum's own
+    `key` (`meta_sha256`; bundle.json's is `bundle_sha256`)."""
+    content = {k: v for k, v in meta.items() if k != key}
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -31,7 +31,9 @@ from fakenews_pl.encoders import SequenceEncoder, build_encoder
 from fakenews_pl.errors import ConfigError, UserError
 from fakenews_pl.head import DenseHead
 
-FORMAT = "fakenews_pl.bundle/1"
+# 2: bundle.json carries `bundle_sha256`, the checksum of its own content.
+FORMAT = "fakenews_pl.bundle/2"
+BUNDLE_SHA256 = "bundle_sha256"
 BUNDLE_FILE = "bundle.json"
 HEAD_FILE = "head.safetensors"
 ENCODER_FILE = "encoder.safetensors"
@@ -110,6 +112,7 @@ def write_bundle(
                 if path.is_file()
             },
         }
+        info[BUNDLE_SHA256] = artifact.meta_checksum(info, BUNDLE_SHA256)
         text = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
         (tmp / BUNDLE_FILE).write_text(text, encoding="utf-8")
     return info
@@ -129,7 +132,17 @@ def read_info(directory: str | os.PathLike) -> dict[str, Any]:
         raise BundleError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         found = info.get("format") if isinstance(info, dict) else type(info).__name__
-        raise BundleError(f"{path}: format is {found!r}, expected {FORMAT!r}")
+        raise BundleError(
+            f"{path}: format is {found!r}, expected {FORMAT!r} (export the model again with "
+            "scripts/export_model.py CKPT OUT_DIR)"
+        )
+    actual, recorded = artifact.meta_checksum(info, BUNDLE_SHA256), info.get(BUNDLE_SHA256)
+    if actual != recorded:
+        raise BundleError(
+            f"{path}: its content hashes to {actual}, not the {BUNDLE_SHA256} {recorded} recorded "
+            "in it at export; it was edited since (export the model again with "
+            "scripts/export_model.py CKPT OUT_DIR)"
+        )
     for key in ("class_names", "head", "sha256"):
         if key not in info:
             raise BundleError(f"{path}: missing key {key!r}")

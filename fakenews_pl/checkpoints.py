@@ -11,7 +11,9 @@ of a killed run are removed before the first save into a directory, in one line 
 
 from __future__ import annotations
 
+import functools
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,39 @@ from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from fakenews_pl import temporaries
+from fakenews_pl.errors import UserError
+
+_BLOCK = 1 << 22  # bytes read at a time while checking a record's CRC-32
+
+
+def verify(path: str | os.PathLike) -> None:
+    """Refuse a checkpoint file that is not whole and unaltered, before anything reads it.
+
+    `torch.save` writes a zip archive whose every record (the pickled structure and each
+    tensor's bytes) carries a CRC-32 that `torch.load` never checks: one flipped bit in a
+    weight would load silently. Reading every record through `zipfile` checks them all (about
+    a second per GB); a truncated file or one that is not a zip archive is refused the same way.
+    The result is remembered per file version (path, size, mtime, inode).
+    """
+    stat = os.stat(path)
+    _verify(str(Path(path).absolute()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=64)
+def _verify(path: str, size: int, mtime_ns: int, inode: int) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as record:
+                    while record.read(_BLOCK):
+                        pass
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise UserError(
+            f"{path}: not a whole, unaltered checkpoint written by train.py ({reason}); "
+            "expected a checkpoint file whose every record matches its CRC-32 (a truncated, "
+            "corrupted or altered file is refused; use another checkpoint or train again)"
+        ) from None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from fakenews_pl import bundle, corpus, temporaries
@@ -227,13 +226,16 @@ class Classifier:
                 f"the file has columns {header}"
             )
         rows = 0
+        temporaries.clean_stale(out.parent)  # what a killed predict left beside its output
         with _progress(progress, source) as advance, temporaries.atomic_path(out) as tmp:
-            reader = pd.read_csv(
-                source, dtype=str, keep_default_na=False, na_values=[""], chunksize=chunk_rows
+            reader = corpus.read_csv_chunks(
+                source, chunk_rows, dtype=str, keep_default_na=False, na_values=[""]
             )
             for chunk in reader:
                 texts = chunk[text_column].fillna("")
                 if fmt == "notebook":
+                    hint = "if the column holds plain text, pass format=csv"
+                    corpus.require_lists(source, texts, text_column, hint, first_row=rows + 1)
                     texts = corpus.notebook_text(texts)
                 probabilities = self.predict_proba(texts.tolist())
                 for i, name in enumerate(self.class_names):

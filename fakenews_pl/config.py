@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from fakenews_pl import temporaries
 from fakenews_pl.bundle import is_bundle
 from fakenews_pl.errors import ConfigError
 
@@ -179,6 +180,30 @@ def check_eval_config(cfg: DictConfig) -> None:
     check_checkpoint_and_device(cfg)
     if cfg.get("data"):
         check_data(cfg)
+
+
+def check_predict_config(cfg: DictConfig) -> None:
+    """What `predict.py` reads and writes: a text or an input file and an output path that is
+    none of its inputs, the chunk size, explain settings, the model and the device."""
+    if (cfg.text is None) == (cfg.input is None) or (cfg.input is not None) != bool(cfg.output):
+        raise ConfigError("give text=... or both input=FILE.csv and output=OUT.csv")
+    _check(cfg, "explain", lambda v: isinstance(v, bool), "true or false")
+    _check(cfg, "explain_top", lambda v: _is_int(v) and v >= 1, "a token count >= 1")
+    _check(cfg, "chunk_rows", lambda v: _is_int(v) and v >= 1, "a row count >= 1")
+    _check(cfg, "format", lambda v: v in (None, "notebook", "csv"), "notebook, csv or null")
+    check_checkpoint_and_device(cfg, bundles=True)
+    if cfg.input is None:
+        return
+    _require(Path(cfg.input).is_file(), "input", cfg.input, "a CSV file (.csv or .csv.gz)")
+    out = Path(cfg.output)
+    _require(not out.is_dir(), "output", out, "a file path, not a directory")
+    _require(
+        out.parent.is_dir(),
+        "output",
+        out,
+        f"a file in an existing directory ({out.parent} is not one)",
+    )
+    temporaries.refuse_input_as_output(out, [cfg.input, cfg.ckpt_path], "output")
 
 
 def check_checkpoint_and_device(cfg: DictConfig, bundles: bool = False) -> None:

@@ -16,6 +16,7 @@ fixes the order.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -25,7 +26,7 @@ import re
 import warnings
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ def read_labelled_csv(
         _require_values(path, frame[column], column)
     texts = frame[text_column]
     if notebook:
-        _require_lists(path, texts, text_column)
+        require_lists(path, texts, text_column, "for plain text use data=csv")
         texts = notebook_text(texts)
     return texts.to_numpy(dtype=object), frame[label_column].to_numpy(dtype=str)
 
@@ -182,8 +183,25 @@ def read_header(path: Path) -> list[str]:
 
 def _read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
     """`pd.read_csv` with every way a file can be unreadable turned into one `DataError` line."""
-    try:
+    with csv_errors(path):
         return pd.read_csv(path, **kwargs)
+
+
+def read_csv_chunks(
+    path: str | os.PathLike, chunk_rows: int, **kwargs: Any
+) -> Iterator[pd.DataFrame]:
+    """`pd.read_csv(path, chunksize=chunk_rows)`'s chunks, with `_read_csv`'s one-line errors
+    (a bad byte or an unterminated quote is found only when its chunk is read)."""
+    path = Path(path)
+    with csv_errors(path):
+        yield from pd.read_csv(path, chunksize=chunk_rows, **kwargs)
+
+
+@contextlib.contextmanager
+def csv_errors(path: Path) -> Iterator[None]:
+    """Turn pandas' and the decompressor's errors while reading `path` into one `DataError`."""
+    try:
+        yield
     except UnicodeDecodeError as e:
         raise DataError(_not_utf8(path, e)) from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
@@ -234,13 +252,24 @@ def _require_values(path: Path, values: pd.Series, column: str) -> None:
         )
 
 
-def _require_lists(path: Path, values: pd.Series, column: str) -> None:
-    stripped = values.str.strip()
-    bad = np.flatnonzero(~(stripped.str.startswith("[") & stripped.str.endswith("]")).to_numpy())
+# A cell of the notebook's `for_glove` column: a Python list of strings as `str(list)` writes
+# it ('...' or "..." items, backslash escapes), possibly empty.
+_QUOTED = r"""(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+LIST_LITERAL = re.compile(rf"\s*\[\s*(?:{_QUOTED}(?:\s*,\s*{_QUOTED})*\s*,?\s*)?\]\s*", re.S)
+
+
+def require_lists(
+    path: str | os.PathLike, values: pd.Series, column: str, hint: str, first_row: int = 1
+) -> None:
+    """Refuse the first cell of `values` that is not a list of strings as the notebook stores
+    its tokens (`"['word', 'word']"`): read as the notebook's format, a plain headline would be
+    mangled into its characters run together. Rows are counted from `first_row` (1-based)."""
+    bad = np.flatnonzero(~values.str.fullmatch(LIST_LITERAL).fillna(False).to_numpy(dtype=bool))
     if len(bad):
         raise DataError(
-            f"{path}: data row {bad[0] + 1} column {column!r} is {values.iloc[bad[0]][:60]!r}; "
-            "expected a token list stored as a Python-list string like \"['word', 'word']\""
+            f"{path}: data row {first_row + bad[0]} column {column!r} is "
+            f"{values.iloc[bad[0]][:60]!r} ({len(bad)} such rows); the notebook's format expects "
+            f"a token list stored as a Python-list string like \"['word', 'word']\" ({hint})"
         )
 
 

@@ -21,7 +21,7 @@ from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from fakenews_pl import artifact, corpus, demo, reports, temporaries
+from fakenews_pl import artifact, checkpoints, corpus, demo, reports, temporaries
 from fakenews_pl.convert import HUB_MODULES
 from fakenews_pl.data import FakeNewsDataModule
 from fakenews_pl.errors import ConfigError, MissingInputError, UserError
@@ -141,8 +141,11 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
 @contextlib.contextmanager
 def refusing_unsafe_checkpoints(path: str | None) -> Iterator[None]:
-    """Turn `torch.load(weights_only=True)`'s refusal of a checkpoint that holds code or
-    arbitrary objects into one clear line naming the file."""
+    """Verify the checkpoint at `path` (every record's CRC-32: `checkpoints.verify`), then turn
+    `torch.load(weights_only=True)`'s refusal of a checkpoint that holds code or arbitrary
+    objects into one clear line naming the file."""
+    if path is not None:
+        checkpoints.verify(path)
     try:
         yield
     except pickle.UnpicklingError as e:

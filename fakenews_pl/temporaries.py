@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from fakenews_pl.errors import UserError
+
 try:
     import fcntl
 except ImportError:  # Windows: liveness by pid alone
@@ -289,9 +291,45 @@ def replace_directory(src: str | os.PathLike, dst: str | os.PathLike) -> None:
             if not os.path.lexists(dst):
                 os.replace(old, dst)
             raise
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
     finally:
         os.close(fd)
+
+
+def _discard(path: Path) -> None:
+    """Remove the previous version `replace_directory` moved aside: a directory, or a file or
+    link that stood at the target (rmtree alone would leave those behind)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def refuse_input_as_output(
+    out: str | os.PathLike, inputs: Sequence[str | os.PathLike | None], key: str
+) -> None:
+    """Refuse writing `out` (config key `key`) where it would replace a file the command reads:
+    one of `inputs` itself (by path or as the same file through a link), or a path inside an
+    input directory (an exported bundle, an embedding artifact)."""
+    out = Path(out)
+    resolved = out.resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given)
+        if not source.exists():
+            continue
+        same = resolved == source.resolve() or (out.exists() and os.path.samefile(out, source))
+        inside = source.is_dir() and source.resolve() in resolved.parents
+        if same or inside:
+            where = "is" if same else "is inside"
+            raise UserError(
+                f"{key}={out} {where} {source}, which this command reads; expected a path "
+                "that is not one of its inputs (inputs are never written over)"
+            )
 
 
 def umask() -> int:

@@ -23,6 +23,39 @@ from pathlib import Path
 
 from fakenews_pl.errors import EXIT_STATUS, UserError
 
+# What each output holds when export_model.py wrote it: only such a directory is replaced.
+MARKERS = {
+    "OUT_DIR": "bundle.json",
+    "--tfhub": "fakenews_pl_export.json",
+    "--keras": "fakenews_pl_export.json",
+}
+
+
+def check_output(flag: str, out: Path, marker: str, overwrite: bool) -> None:
+    """An output may be new, or with `overwrite` a directory this command wrote before."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
+        raise UserError(f"{out} already exists (pass --overwrite to replace it)")
+    if not out.is_dir() or out.is_symlink() or not (out / marker).is_file():
+        raise UserError(
+            f"{flag} {out}: --overwrite replaces only a directory export_model.py wrote (one "
+            f"holding {marker}); this one is not, so it is left as it is: choose another path"
+        )
+
+
+def refuse_overlap(flag: str, out: Path, inputs: list[str | Path]) -> None:
+    """Refuse an output that is, holds or lies inside one of `inputs` (what the command reads,
+    and its other outputs): writing it would replace or delete them."""
+    target = out.resolve()
+    for given in inputs:
+        source = Path(given).resolve()
+        if target == source or target in source.parents or source in target.parents:
+            raise UserError(
+                f"{flag} {out} overlaps {given}, which export_model.py reads or writes; "
+                "expected an output outside every input and every other output"
+            )
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
@@ -47,15 +80,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--keras builds on the --tfhub module: give --tfhub DIR too")
     if args.onnx and args.out_dir is None:
         parser.error("--onnx adds model.onnx to a bundle: give OUT_DIR")
+    outputs = {
+        flag: path
+        for flag, path in (
+            ("OUT_DIR", args.out_dir),
+            ("--tfhub", args.tfhub),
+            ("--keras", args.keras),
+        )
+        if path is not None
+    }
     try:
-        for out in (args.out_dir, args.tfhub, args.keras):
-            if out is not None and out.exists() and not args.overwrite:
-                raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
+        for flag, out in outputs.items():
+            others = [path for other, path in outputs.items() if other != flag]
+            refuse_overlap(flag, out, [args.source, *others])
+            check_output(flag, out, MARKERS[flag], args.overwrite)
         if not (args.source.is_file() or (args.source / "bundle.json").is_file()):
             raise UserError(f"{args.source}: expected a checkpoint file or an exported bundle")
         from fakenews_pl.classifier import Classifier
 
         clf = Classifier.load(args.source)
+        for flag, out in outputs.items():
+            refuse_overlap(flag, out, [clf.embedding.meta["path"]])
         if args.out_dir is not None:
             info = clf.export(args.out_dir, str(args.source), args.overwrite, onnx=args.onnx)
             table = "fine-tuned" if info["fine_tuned"] else "frozen"
@@ -77,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.keras, args.tfhub, layers, clf.class_names, overwrite=args.overwrite
             )
             print(f"wrote {args.keras}: the classifier as a tf-keras SavedModel")
-    except (UserError, FileExistsError) as e:
+    except (UserError, FileExistsError) as e:  # FileExistsError: another process wrote it
         print(f"error: {e}", file=sys.stderr)
         return EXIT_STATUS
     except ImportError as e:

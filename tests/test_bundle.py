@@ -207,3 +207,95 @@ def test_export_model_py_tfhub_round_trips_the_fine_tuned_table(
     keras_model = tf.saved_model.load(str(keras_dir))
     p = keras_model(tf.constant(TEXTS)).numpy().reshape(-1)
     assert np.abs(p - clf.predict_proba(TEXTS)[:, 1]).max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda info: info.update(class_names=info["class_names"][::-1]),  # every label inverted
+        lambda info: info["data"].update(format="csv"),
+        lambda info: info.pop("bundle_sha256"),
+    ],
+)
+def test_an_edited_bundle_json_is_refused(runs: dict[str, Path], tmp_path: Path, edit) -> None:
+    Classifier.load(runs["frozen"]).export(tmp_path / "bundle")
+    path = tmp_path / "bundle" / "bundle.json"
+    info = json.loads(path.read_text())
+    edit(info)
+    path.write_text(json.dumps(info, indent=2))  # valid JSON, every file's sha256 still right
+    with pytest.raises(BundleError, match=r"bundle.json: its content hashes to .* edited since"):
+        Classifier.load(tmp_path / "bundle")
+
+
+def test_a_bundle_of_the_previous_format_is_refused_with_the_fix(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    Classifier.load(runs["frozen"]).export(tmp_path / "bundle")
+    path = tmp_path / "bundle" / "bundle.json"
+    info = json.loads(path.read_text())
+    info = {k: v for k, v in info.items() if k != "bundle_sha256"} | {
+        "format": "fakenews_pl.bundle/1"
+    }
+    path.write_text(json.dumps(info))
+    with pytest.raises(BundleError, match="expected 'fakenews_pl.bundle/2' .*export_model.py"):
+        Classifier.load(tmp_path / "bundle")
+
+
+def _export(*args: str | Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "scripts/export_model.py", *map(str, args)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_export_never_writes_over_or_deletes_its_inputs(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`export_model.py CKPT RUN_DIR --overwrite` deleted the run dir and its checkpoint."""
+    from importlib import util
+
+    spec = util.spec_from_file_location("export_model", REPO / "scripts" / "export_model.py")
+    export_model = util.module_from_spec(spec)
+    spec.loader.exec_module(export_model)
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(runs["frozen"].read_bytes())
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not an export")
+    (tmp_path / "afile").write_text("not an export")
+    Classifier.load(ckpt).export(tmp_path / "bundle")
+    before = _tree(tmp_path)
+    bundle_dir = str(tmp_path / "bundle")
+    refused = [
+        ([str(ckpt), str(run_dir), "--overwrite"], "overlaps"),  # holds the checkpoint
+        ([str(ckpt), str(ckpt), "--overwrite"], "overlaps"),
+        ([str(ckpt), str(tmp_path / "mine"), "--overwrite"], "replaces only a directory"),
+        ([str(ckpt), str(tmp_path / "afile"), "--overwrite"], "replaces only a directory"),
+        ([bundle_dir, bundle_dir, "--overwrite"], "overlaps"),
+        ([bundle_dir, f"{bundle_dir}/x"], "overlaps"),
+        ([str(ckpt), bundle_dir, "--tfhub", f"{bundle_dir}/m"], "overlaps"),
+    ]
+    for argv, message in refused:
+        assert export_model.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert _tree(tmp_path) == before
+    # Replacing an earlier export leaves nothing else behind (no `.old-*` file or directory).
+    assert export_model.main([str(ckpt), bundle_dir, "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "bundle", "mine", "run"]
+    Classifier.load(tmp_path / "bundle")
+
+
+def test_export_refuses_the_models_artifact_as_output(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    clf = Classifier.load(runs["frozen"])
+    source = Path(clf.embedding.meta["path"])
+    done = _export(runs["frozen"], source / "bundle")
+    assert done.returncode == 2 and "overlaps" in done.stderr and done.stderr.count("\n") == 1
+    assert not (source / "bundle").exists()

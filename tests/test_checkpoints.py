@@ -5,13 +5,16 @@ import os
 import stat
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from fakenews_pl import temporaries
+from fakenews_pl import checkpoints, temporaries
 from fakenews_pl.checkpoints import AtomicCheckpointIO
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Starts saving a checkpoint, says so from inside torch.save (the temporary file is open) and
 # waits there to be killed.
@@ -106,3 +109,73 @@ def test_a_killed_save_is_removed_before_the_next_runs_first_save(
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
     assert io.load_checkpoint(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 2
+
+
+# ------------------------------------------------------------ every checkpoint is verified
+
+
+@pytest.fixture(scope="module")
+def trained(compose_train, root_script, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    root_script("train").train(compose_train(out))
+    return out / "checkpoints" / "last.ckpt"
+
+
+def _damaged(source: Path, target: Path, how: str) -> Path:
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        records = {info.filename.split("/", 1)[1]: info for info in archive.infolist()}
+    if how in ("weight", "pickle"):
+        info = records["data/0" if how == "weight" else "data.pkl"]
+        # A stored record's bytes start after its 30-byte local header, name and extra field.
+        with source.open("rb") as f:
+            f.seek(info.header_offset + 28)
+            extra = int.from_bytes(f.read(2), "little")  # the local header's own extra length
+        start = info.header_offset + 30 + len(info.filename.encode()) + extra
+        data[start + info.file_size // 2] ^= 0x40  # one bit, mid-record
+    elif how == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data = bytearray(os.urandom(len(data)))
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize("how", ["weight", "pickle", "truncated", "random"])
+def test_a_damaged_checkpoint_is_refused_by_every_reader(
+    trained: Path, compose_train, root_script, tmp_path: Path, how: str
+) -> None:
+    from fakenews_pl import Classifier
+    from fakenews_pl.errors import UserError
+
+    bad = _damaged(trained, tmp_path / "bad.ckpt", how)
+    expected = r"bad.ckpt: not a whole, unaltered checkpoint written by train.py"
+    with pytest.raises(UserError, match=expected):
+        Classifier.load(bad)  # predict.py, serve.py, export_model.py
+    cfg = compose_train(tmp_path / "eval", f"ckpt_path={bad}", config_name="eval")
+    with pytest.raises(UserError, match=expected):
+        root_script("evaluate").evaluate(cfg)
+    with pytest.raises(UserError, match=expected):
+        root_script("train").train(compose_train(tmp_path / "train", f"ckpt_path={bad}"))
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_export_model_py_refuses_a_flipped_bit_and_writes_nothing(
+    trained: Path, tmp_path: Path
+) -> None:
+    bad = _damaged(trained, tmp_path / "bad.ckpt", "weight")
+    command = [sys.executable, "scripts/export_model.py", str(bad), str(tmp_path / "bundle")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-2000:]
+    assert done.stderr.startswith(f"error: {bad}: not a whole, unaltered checkpoint")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.ckpt"]
+
+
+def test_verify_accepts_what_train_writes_and_the_flip_is_real(
+    trained: Path, tmp_path: Path
+) -> None:
+    checkpoints.verify(trained)
+    bad = _damaged(trained, tmp_path / "bad.ckpt", "weight")
+    a = torch.load(trained, weights_only=True)["state_dict"]
+    b = torch.load(bad, weights_only=True)["state_dict"]  # torch itself loads it silently
+    assert sum(not torch.equal(a[k], b[k]) for k in a) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from fakenews_pl import Classifier
 from fakenews_pl.corpus import DataError
+from fakenews_pl.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,3 +125,130 @@ def test_predict_explains_a_text_and_a_file(
     scored = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
     first = scored["top_tokens"].iloc[0].split(" ")
     assert len(first) == 2 and all(":" in pair for pair in first)
+
+
+# --------------------------------------------------------------------- no silent wrong answer
+
+
+def _predict_cfg(compose_train, ckpt: Path, out_dir: Path, **values):
+    cfg = compose_train(out_dir, f"ckpt_path={ckpt}", config_name="predict")
+    for key, value in values.items():
+        cfg[key] = value
+    return cfg
+
+
+def test_plain_headlines_read_as_the_notebooks_format_are_refused(
+    run: dict, compose_train, root_script, tmp_path: Path
+) -> None:
+    """A notebook-format checkpoint scoring plain headlines: before, every row was silently
+    mangled into its characters run together; now the first such row is named, with the fix."""
+    source = tmp_path / "new.csv"
+    pd.DataFrame(
+        {"title": ["['ava', 'marlow', 'feuding']", "Did Miley Cyrus secretly get married?"]}
+    ).to_csv(source, index=False)
+    cfg = _predict_cfg(
+        compose_train, run["ckpt"], tmp_path, input=str(source),
+        output=str(tmp_path / "out.csv"), text_column="title", chunk_rows=1,
+    )  # fmt: skip
+    predict = root_script("predict").predict
+    with pytest.raises(DataError, match=r"data row 2 column 'title' is 'Did Miley.*format=csv"):
+        predict(cfg)
+    assert not (tmp_path / "out.csv").exists()
+    cfg.format = "csv"
+    predict(cfg)
+    scored = pd.read_csv(tmp_path / "out.csv")
+    clf = Classifier.load(run["ckpt"])
+    expected = clf.predict_proba(["['ava', 'marlow', 'feuding']", scored["title"][1]])
+    assert np.array_equal(scored["probability_True"].to_numpy(np.float32), expected[:, 1])
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"chunk_rows": 0}, "chunk_rows=0: expected a row count >= 1"),
+        ({"output": "{tmp}/missing/out.csv"}, "a file in an existing directory"),
+        ({"output": "{tmp}/afile/out.csv"}, "a file in an existing directory"),
+        ({"output": "{tmp}"}, "a file path, not a directory"),
+        ({"output": "{ckpt}"}, "which this command reads"),
+        ({"output": "{input}"}, "which this command reads"),
+        ({"input": "{tmp}/latin1.csv"}, "byte 0xe9 is not UTF-8"),
+        ({"input": "{tmp}/quote.csv"}, "not a readable CSV file"),
+    ],
+)
+def test_predict_refuses_in_one_line_and_writes_nothing(
+    run: dict, compose_train, root_script, demo_assets: dict, tmp_path: Path, values, message
+) -> None:
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "latin1.csv").write_bytes(
+        "for_glove,label\n\"['caf\xe9']\",Fake\n".encode("latin-1")
+    )
+    (tmp_path / "quote.csv").write_text("for_glove,label\n\"['a'],Fake\n")
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(run["ckpt"].read_bytes())
+    names = {"tmp": tmp_path, "ckpt": ckpt, "input": demo_assets["test_csv"]}
+    values = {"input": str(demo_assets["test_csv"]), "output": str(tmp_path / "o.csv"), **values}
+    values = {k: v.format(**names) if isinstance(v, str) else v for k, v in values.items()}
+    before = {p: p.read_bytes() for p in [ckpt, demo_assets["test_csv"]]}
+    cfg = _predict_cfg(compose_train, ckpt, tmp_path, **values)
+    with pytest.raises(UserError) as refused:
+        root_script("predict").predict(cfg)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (tmp_path / "o.csv").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_predict_never_writes_into_the_models_own_files(
+    run: dict, tmp_path: Path, compose_train, root_script, demo_assets
+) -> None:
+    bundle = tmp_path / "bundle"
+    Classifier.load(run["ckpt"]).export(bundle)
+    before = sorted(p.name for p in bundle.rglob("*"))
+    for output in (
+        bundle / "head.safetensors",
+        bundle / "scored.csv",
+        bundle / "embedding" / "x.csv",
+    ):
+        cfg = _predict_cfg(
+            compose_train, bundle, tmp_path, input=str(demo_assets["test_csv"]), output=str(output)
+        )
+        with pytest.raises(UserError, match="which this command reads"):
+            root_script("predict").predict(cfg)
+    assert sorted(p.name for p in bundle.rglob("*")) == before
+    Classifier.load(bundle)  # still whole
+
+
+@pytest.mark.slow
+def test_a_killed_predicts_temporaries_are_removed_by_the_next(
+    run: dict, cli_overrides, demo_assets: dict, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.csv"
+    source = pd.read_csv(demo_assets["test_csv"], keep_default_na=False)
+    pd.concat([source] * 60).to_csv(big, index=False)
+    out = tmp_path / "out" / "scored.csv"
+    out.parent.mkdir()
+    args = [
+        sys.executable, "predict.py", f"ckpt_path={run['ckpt']}", f"input={big}",
+        f"output={out}", "chunk_rows=50", *cli_overrides(tmp_path),
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):  # until its temporary holds some rows
+            temps = [p for p in out.parent.iterdir() if ".tmp-" in p.name]
+            if temps and temps[0].stat().st_size > 0:
+                break
+            assert proc.poll() is None, "predict ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            raise AssertionError("predict wrote no temporary")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert [p for p in out.parent.iterdir() if ".tmp-" in p.name] and not out.exists()
+    again = subprocess.run(
+        [*args[:3], f"input={demo_assets['test_csv']}", *args[4:]],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "removed 1 stale temporary" in again.stderr + again.stdout
+    assert sorted(p.name for p in out.parent.iterdir()) == ["scored.csv"]
