@@ -37,6 +37,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     objects = {"datamodule": datamodule, "model": model, "trainer": trainer}
     if not trainer.is_global_zero:
         return {}, objects
+    pipeline.refuse_divergence(model, cfg.paths.output_dir)
     reported = pipeline.weights_for_report(trainer, model, cfg.report_on)
     info = {"weights": pipeline.REPORT_ON[cfg.report_on]}
     metrics = pipeline.write_report(reported, datamodule, cfg.paths.output_dir, info, synthetic)
@@ -53,4 +54,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)

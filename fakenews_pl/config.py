@@ -4,6 +4,7 @@ exist, `max_epochs >= 1`)."""
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from collections.abc import Callable
@@ -64,6 +65,22 @@ def _check(cfg: DictConfig, key: str, test: Callable[[Any], bool], expected: str
     except (TypeError, ValueError):
         ok = False
     _require(ok, key, node, expected)
+
+
+def check_finite(cfg: DictConfig | ListConfig, prefix: str = "") -> None:
+    """Refuse `inf` and `nan` in any float setting (`model.lr=inf` trained to NaN), naming the
+    key; values that do not resolve are left to the checks that read them."""
+    items = cfg.items_ex(resolve=False) if isinstance(cfg, DictConfig) else enumerate(cfg)
+    for key, _ in list(items):
+        name = f"{prefix}{key}" if isinstance(cfg, DictConfig) else f"{prefix[:-1]}[{key}]"
+        try:
+            value = cfg[key]
+        except Exception:  # an interpolation this process cannot resolve (hydra's ${now:})
+            continue
+        if isinstance(value, DictConfig | ListConfig):
+            check_finite(value, f"{name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}={value}: expected a finite number")
 
 
 def check_model(cfg: DictConfig) -> None:
@@ -137,6 +154,26 @@ def check_trainer(cfg: DictConfig) -> None:
         )
 
 
+def check_checkpointing(cfg: DictConfig) -> None:
+    """`trainer.enable_checkpointing=false` with checkpoint callbacks listed: Lightning refuses
+    the pair deep inside the Trainer; name both and the way out here."""
+    if cfg.get("trainer", {}).get("enable_checkpointing", True) is not False:
+        return
+    listed = [
+        f"callbacks.{name}"
+        for name, entry in (cfg.get("callbacks") or {}).items()
+        if entry and str(entry.get("_target_", "")).endswith("ModelCheckpoint")
+    ]
+    _require(
+        not listed,
+        "trainer.enable_checkpointing",
+        False,
+        f"true while {', '.join(listed)} are listed (remove them too: "
+        + " ".join(f"~{name}" for name in listed)
+        + "; without checkpoints a run cannot be resumed or report_on=best)",
+    )
+
+
 def in_multirun() -> bool:
     """Whether this process is a job of a Hydra multirun (`-m`)."""
     from hydra.core.hydra_config import HydraConfig
@@ -163,12 +200,14 @@ def check_multirun_strategy(cfg: DictConfig, multirun: bool) -> None:
 
 def check_train_config(cfg: DictConfig, multirun: bool | None = None) -> None:
     """Everything `train.py` reads, before it writes or reads anything."""
+    check_finite(cfg)
     check_model(cfg)
     check_data(cfg)
     check_trainer(cfg)
     check_multirun_strategy(cfg, in_multirun() if multirun is None else multirun)
     _check(cfg, "report_on", lambda v: v in REPORT_ON, f"one of {list(REPORT_ON)}")
-    _check(cfg, "seed", _is_int, "an integer")
+    _check(cfg, "seed", lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32 - 1]")
+    check_checkpointing(cfg)
     _check(cfg, "trainable", lambda v: isinstance(v, bool), "true or false")
     ckpt = cfg.get("ckpt_path")
     if ckpt not in (None, "last"):
@@ -177,6 +216,7 @@ def check_train_config(cfg: DictConfig, multirun: bool | None = None) -> None:
 
 def check_eval_config(cfg: DictConfig) -> None:
     """What `evaluate.py` reads: the checkpoint, the device and any data given."""
+    check_finite(cfg)
     check_checkpoint_and_device(cfg)
     if cfg.get("data"):
         check_data(cfg)
@@ -185,6 +225,7 @@ def check_eval_config(cfg: DictConfig) -> None:
 def check_predict_config(cfg: DictConfig) -> None:
     """What `predict.py` reads and writes: a text or an input file and an output path that is
     none of its inputs, the chunk size, explain settings, the model and the device."""
+    check_finite(cfg)
     if (cfg.text is None) == (cfg.input is None) or (cfg.input is not None) != bool(cfg.output):
         raise ConfigError("give text=... or both input=FILE.csv and output=OUT.csv")
     _check(cfg, "explain", lambda v: isinstance(v, bool), "true or false")

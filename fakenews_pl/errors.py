@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,14 +36,85 @@ class MissingInputError(UserError, FileNotFoundError):
     """A file or directory the run needs is not there; the message says how to make it."""
 
 
+def _named(exc: BaseException, name: str) -> bool:
+    """Whether `exc` is an instance of a class called `name` (libraries left unimported)."""
+    return any(cls.__name__ == name for cls in type(exc).__mro__)
+
+
 def user_error(exc: BaseException) -> UserError | None:
-    """The `UserError` behind `exc` (itself, or the cause Hydra's instantiate wrapped), or None."""
+    """The `UserError` behind `exc` (itself, or the cause Hydra's instantiate wrapped), or None.
+
+    Lightning's `MisconfigurationException` (a Trainer or callback setting it cannot use, e.g.
+    `trainer.limit_train_batches=-3`) and OmegaConf's missing mandatory value (`ckpt_path: ???`)
+    are the user's too."""
     seen = 0
     while exc is not None and seen < 8:
         if isinstance(exc, UserError):
             return exc
+        if _named(exc, "MisconfigurationException"):
+            return ConfigError(f"{exc} (a trainer.* or callbacks.* setting)")
+        if _named(exc, "MissingMandatoryValue"):
+            key = getattr(exc, "full_key", None) or "a setting"
+            return ConfigError(f"{key}: no value given; expected {key}=...")
         exc, seen = exc.__cause__, seen + 1
     return None
+
+
+def hydra_error(exc: BaseException) -> str | None:
+    """One line for an error Hydra raises before the job runs (an override it cannot parse, a
+    key or config option that does not exist), with the cause OmegaConf gave; else None."""
+    if not _named(exc, "HydraException") or _named(exc, "InstantiationException"):
+        return None
+    cause = exc.__cause__
+    detail = str(cause).strip().splitlines()[0] if cause is not None and str(cause).strip() else ""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if "Config search path:" in lines:  # where Hydra looked: noise for a misspelt option
+        lines = lines[: lines.index("Config search path:")]
+    lines = [line for line in lines if not line.startswith("See https://hydra.cc")]
+    override = getattr(exc, "override", None)  # OverrideParseException names it apart
+    head = f"cannot parse the override {override!r}: " if override else ""
+    return head + " ".join(lines) + (f" ({detail})" if detail and detail not in lines else "")
+
+
+def run(main: Callable[[], Any]) -> Any:
+    """Run a `@hydra.main` entry point so that Hydra's own errors (composing the config,
+    parsing an override) are one line and exit status 2 too, like every other user error.
+
+    Hydra prints those itself as several lines and exits 1 unless `HYDRA_FULL_ERROR=1`, which
+    makes it raise them to here instead."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        return main()
+    except Exception as exc:
+        line = hydra_error(exc)
+        if line is None or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            raise
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_STATUS)
+
+
+# What Hydra writes into a run dir before the job starts: a job refused before any work
+# leaves no directory behind.
+_HYDRA_FILES = {".hydra", "config.yaml", "hydra.yaml", "overrides.yaml"}
+
+
+def _remove_untouched_run_dir() -> None:
+    """Remove this single run's Hydra output dir if it holds only what Hydra wrote (its config
+    copies and the job's log), i.e. the job was refused before it wrote anything."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    out = Path(hydra_cfg.runtime.output_dir)
+    log = f"{hydra_cfg.job.name}.log"
+    if not out.is_dir():
+        return
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*")}
+    hydra_files = {n for n in names if n.split("/")[0] in (".hydra", log)}
+    if names - hydra_files or any(Path(n).name not in _HYDRA_FILES | {log} for n in hydra_files):
+        return
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def one_line(exc: BaseException) -> str:
@@ -81,6 +153,7 @@ def reports_user_errors(fn: F) -> F:
             error = user_error(exc)
             if error is None or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
                 raise
+            _remove_untouched_run_dir()
             print(one_line(error), file=sys.stderr, flush=True)
             sys.exit(EXIT_STATUS)
 

@@ -21,6 +21,7 @@ one whose sha256 differs from the one trained with.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -262,6 +263,8 @@ class FakeNewsClassifier(LightningModule):
         if self._val_row.get("epoch") == epoch:
             row.update(self._val_row)
         self.history.append(row)
+        if not all(math.isfinite(value) for value in row.values()):
+            self.trainer.should_stop = True  # diverged: train.py reports it (pipeline.diverged)
 
     def on_test_epoch_end(self) -> None:
         """Log the test loss and accuracy."""
@@ -352,6 +355,7 @@ class FakeNewsClassifier(LightningModule):
         dense Adam."""
         checkpoint["embedding_sha256"] = self.embedding.meta.get("sha256")
         checkpoint["history"] = list(self.history)
+        checkpoint["seed"] = torch.initial_seed()  # the run's (seed_everything): resume checks it
         state = checkpoint["state_dict"]
         rows = self._touched_rows()
         if self.hparams.trainable and rows is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import pickle
 import resource
@@ -159,9 +160,70 @@ def refusing_unsafe_checkpoints(path: str | None) -> Iterator[None]:
 def fit(
     trainer: Trainer, model: FakeNewsClassifier, datamodule: Any, ckpt_path: str | None
 ) -> None:
-    """`trainer.fit`, resuming from `ckpt_path` (loaded with `weights_only=True`)."""
+    """`trainer.fit`, resuming from `ckpt_path` (loaded with `weights_only=True`) once it is
+    verified to be a checkpoint of this very run (`check_resume`)."""
+    if ckpt_path is not None:
+        check_resume(ckpt_path, model, datamodule)
     with refusing_unsafe_checkpoints(ckpt_path):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+
+
+# Data settings a resumed run must share with its checkpoint: they decide the rows of each
+# split, the minibatches and the token sequences.
+RESUME_DATA_KEYS = (
+    "format", "text_column", "label_column", "label_names", "text_field", "strip_dateline",
+    "test_size", "val_fraction", "val_source", "split_seed", "batch_size", "max_tokens",
+    "length_buckets",
+)  # fmt: skip
+# Model settings that may differ on resume: where the artifact is (its sha256 is checked when
+# the weights load) and the thread count (the same results).
+RESUME_FREE_MODEL_KEYS = ("embedding_path", "step_threads")
+
+
+def check_resume(ckpt_path: str, model: FakeNewsClassifier, datamodule: Any) -> None:
+    """Refuse resuming `ckpt_path` into another run: its seed, data settings, the rows of each
+    split (the fingerprint) and the model's settings must equal this run's; every difference
+    is named in one line (a seed or split change would turn training rows into validation
+    rows; another network would not load)."""
+    checkpoint = read_checkpoint(ckpt_path)
+    differ = []
+
+    def compare(key: str, recorded: Any, actual: Any) -> None:
+        if recorded != actual:
+            differ.append(f"{key}: checkpoint {_short(recorded)}, this run {_short(actual)}")
+
+    if "seed" in checkpoint:
+        compare("seed", checkpoint["seed"], torch.initial_seed())
+    saved_data = checkpoint.get("datamodule_hyper_parameters") or {}
+    for key in RESUME_DATA_KEYS:
+        if key in saved_data:
+            compare(f"data.{key}", saved_data[key], datamodule.hparams.get(key))
+    saved_model = checkpoint.get("hyper_parameters") or {}
+    for key in sorted(set(saved_model) | set(model.hparams)):
+        if key not in RESUME_FREE_MODEL_KEYS:
+            name = "trainable" if key == "trainable" else f"model.{key}"
+            compare(name, saved_model.get(key), model.hparams.get(key))
+    recorded = checkpoint.get(type(datamodule).__qualname__, {}).get("fingerprint")
+    if recorded is not None and not differ:
+        actual = datamodule.fingerprint()
+        changed = [
+            split for split in ("train", "val", "test") if recorded.get(split) != actual[split]
+        ]
+        if changed:
+            differ.append(
+                f"the {'/'.join(changed)} rows differ from the checkpoint's (the data files "
+                "changed, or are split otherwise)"
+            )
+    if differ:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} is a checkpoint of another run: {'; '.join(differ)}; resume "
+            "with the settings it was trained with, or start a new run without ckpt_path"
+        )
+
+
+def _short(value: Any) -> str:
+    text = str(list(value) if isinstance(value, list | tuple) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def load_model(path: str, **kwargs: Any) -> FakeNewsClassifier:
@@ -186,6 +248,33 @@ def weights_for_report(
     best_model = load_model(best, map_location=model.device)
     best_model.history = model.history  # the curves show the whole run
     return best_model
+
+
+class TrainingDiverged(UserError):
+    """The loss became infinite or NaN: the run stopped, and its report would be meaningless."""
+
+
+def refuse_divergence(model: FakeNewsClassifier, out_dir: str) -> None:
+    """After fit: if an epoch's loss or accuracy is not finite, write metrics.json saying
+    `diverged` (what a sweep summary reads) and raise `TrainingDiverged` naming the epoch."""
+    for row in model.history:
+        bad = [key for key, value in row.items() if not math.isfinite(value)]
+        if not bad:
+            continue
+        metrics = {"status": "diverged", "diverged_epoch": row["epoch"], "diverged_keys": bad}
+        write_json(Path(out_dir) / "metrics.json", metrics)
+        hp = model.hparams
+        raise TrainingDiverged(
+            f"the run diverged: {', '.join(f'{k}={row[k]}' for k in bad)} at epoch "
+            f"{row['epoch']} (model.lr={hp.lr}); nothing is reported (metrics.json says "
+            "diverged): lower model.lr, or check the data and the embedding for extreme values"
+        )
+
+
+def write_json(path: Path, content: dict[str, Any]) -> None:
+    """`content` as indented JSON at `path`, written atomically."""
+    with temporaries.atomic_file(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(content, indent=2) + "\n")
 
 
 def write_run_info(cfg: DictConfig, trainer: Trainer, started: float) -> None:

@@ -26,6 +26,15 @@ from fakenews_pl.errors import ConfigError
         ("trainer.devices=0", "trainer.devices=0: expected -1, 'auto' or a process count"),
         ("report_on=first", "report_on=first: expected one of ['last', 'best']"),
         ("ckpt_path=/no/such.ckpt", "ckpt_path=/no/such.ckpt: expected a checkpoint file"),
+        ("model.lr=inf", "model.lr=inf: expected a finite number"),
+        ("model.dropouts=[0.3,nan]", "model.dropouts[1]=nan: expected a finite number"),
+        ("data.val_fraction=-inf", "data.val_fraction=-inf: expected a finite number"),
+        ("seed=-1", "seed=-1: expected an integer in [0, 2**32 - 1]"),
+        (
+            "trainer.enable_checkpointing=false",
+            "trainer.enable_checkpointing=False: expected true while callbacks.model_checkpoint,"
+            " callbacks.last_checkpoint are listed (remove them too: ~callbacks.model_checkpoint",
+        ),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(

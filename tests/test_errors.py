@@ -1,5 +1,7 @@
 """One handler for user errors: one line on stderr, exit status 2, a switch for the traceback."""
 
+import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -57,10 +59,68 @@ def test_train_py_reports_a_bad_option_in_one_line(cli_overrides, tmp_path) -> N
         "error: model.dropouts=[0.3]: expected one dropout rate per hidden layer "
         "(model.hidden_sizes has 2)"
     ]
-    # Refused before any work: the run dir holds only what Hydra writes before the job.
-    written = {p.name for p in (tmp_path / "logs").rglob("*") if p.is_file()}
-    assert written <= {"config.yaml", "hydra.yaml", "overrides.yaml", "train.log"}
+    # Refused before any work: no run dir is left (it held only what Hydra wrote).
+    assert not [p for p in (tmp_path / "logs").rglob("*") if p.is_file()]
 
 
 def errors_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["model.bogus=1"], "error: Could not override 'model.bogus'. To append to your config"),
+        (
+            ["model.lr=[1"],
+            "error: cannot parse the override 'model.lr=[1': no viable alternative at input '[1'",
+        ),
+        (
+            ["embedding=bogus"],
+            "error: In 'train.yaml': Could not find 'embedding/bogus' Available options in "
+            "'embedding':",
+        ),
+        (
+            ["trainer.limit_train_batches=-3"],
+            "error: You have passed invalid value -3 for limit_train_batches, it has to be in "
+            "[0.0, 1.0] or an int. (a trainer.* or callbacks.* setting)",
+        ),
+    ],
+)
+def test_hydras_own_errors_and_the_trainers_are_one_line_and_leave_no_run_dir(
+    argv: list[str],
+    message: str,
+    root_script,
+    cli_overrides,
+    tmp_path: Path,
+    monkeypatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """Hydra printed several lines and exited 1 for these; Lightning's refusal was a traceback;
+    every refused run left a directory holding only train.log."""
+    monkeypatch.setattr(sys, "argv", ["train.py", *cli_overrides(tmp_path), *argv])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as info:  # train.py as `python train.py ...` runs it
+        runpy.run_path(str(errors_root() / "train.py"), run_name="__main__")
+    assert info.value.code == errors.EXIT_STATUS
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+    assert not list((tmp_path / "logs").rglob("*.log"))  # no run dir left behind
+
+
+def test_a_diverged_run_fails_in_one_line_and_keeps_its_run_dir(
+    cli_overrides, tiny_run, tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture
+) -> None:
+    """`model.lr` huge but finite: the loss becomes NaN; the run used to report NaN and exit 0.
+    Its run dir holds more than Hydra's files (metrics.json saying why), so it stays."""
+    argv = ["train.py", *cli_overrides(tmp_path), *tiny_run, "model.lr=1e30"]
+    monkeypatch.setattr(sys, "argv", [*argv, "trainer.max_epochs=3"])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(str(errors_root() / "train.py"), run_name="__main__")
+    assert info.value.code == errors.EXIT_STATUS
+    err = capsys.readouterr().err
+    assert err.startswith("error: the run diverged: ") and err.count("\n") == 1, err
+    assert "at epoch 1 (model.lr=1e+30)" in err
+    (metrics,) = (tmp_path / "logs").rglob("metrics.json")
+    assert json.loads(metrics.read_text())["status"] == "diverged"
+    assert not (metrics.parent / "report.md").exists()

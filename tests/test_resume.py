@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fakenews_pl.errors import UserError
+from fakenews_pl.errors import ConfigError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = ["~callbacks.rich_progress_bar", "trainer.enable_progress_bar=false"]
@@ -165,3 +165,33 @@ def test_evaluate_refuses_test_rows_the_run_did_not_hold_out(
     with pytest.warns(UserWarning, match="check_test_rows=false"):
         evaluate(cfg)
     assert (tmp_path / "anyway" / "metrics.json").is_file()
+
+
+def test_resuming_into_another_run_is_refused_naming_what_differs(
+    compose_train, root_script, tiny_csv: Path, tmp_path: Path
+) -> None:
+    """`ckpt_path=<last.ckpt> seed=8` resumed a seed-42 run on another split (training rows
+    became validation rows); another encoder was a traceback."""
+    train = root_script("train").train
+    data = ["data=csv", f"data.files=[{tiny_csv}]"]
+    train(compose_train(tmp_path / "run", *data))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    resume = [f"ckpt_path={ckpt}", "trainer.max_epochs=2", *data]
+    cases = {
+        ("seed=8",): r"seed: checkpoint 42, this run 8; data.split_seed: checkpoint 42, this run 8",
+        ("model.encoder=bilstm",): r"model.encoder: checkpoint bag, this run bilstm",
+        ("model.hidden_sizes=[8]", "model.dropouts=[0.1]"): r"model.dropouts: .*model.hidden_sizes",
+        ("data.val_fraction=0.2",): r"data.val_fraction: checkpoint 0.1, this run 0.2",
+    }
+    for n, (overrides, message) in enumerate(cases.items()):
+        cfg = compose_train(tmp_path / f"r{n}", *resume, *overrides)
+        with pytest.raises(ConfigError, match=f"is a checkpoint of another run: {message}"):
+            train(cfg)
+        assert not (tmp_path / f"r{n}" / "metrics.json").exists()
+    frame = pd.read_csv(tiny_csv)
+    frame.iloc[::-1].to_csv(tiny_csv, index=False)  # the same rows, reordered: another split
+    with pytest.raises(ConfigError, match="the train/val/test rows differ"):
+        train(compose_train(tmp_path / "moved", *resume))
+    frame.to_csv(tiny_csv, index=False)
+    metrics, _ = train(compose_train(tmp_path / "same", *resume))  # the same run: resumes
+    assert metrics["fit/epochs"] == 2
