@@ -41,12 +41,13 @@ def _named(exc: BaseException, name: str) -> bool:
     return any(cls.__name__ == name for cls in type(exc).__mro__)
 
 
-def user_error(exc: BaseException) -> UserError | None:
+def user_error(exc: BaseException, context: bool = False) -> UserError | None:
     """The `UserError` behind `exc` (itself, or the cause Hydra's instantiate wrapped), or None.
 
     Lightning's `MisconfigurationException` (a Trainer or callback setting it cannot use, e.g.
     `trainer.limit_train_batches=-3`) and OmegaConf's missing mandatory value (`ckpt_path: ???`)
-    are the user's too."""
+    are the user's too. `context`: follow the exception being handled when one was raised
+    too (OmegaConf raises its own while handling a resolver's error)."""
     seen = 0
     while exc is not None and seen < 8:
         if isinstance(exc, UserError):
@@ -56,7 +57,7 @@ def user_error(exc: BaseException) -> UserError | None:
         if _named(exc, "MissingMandatoryValue"):
             key = getattr(exc, "full_key", None) or "a setting"
             return ConfigError(f"{key}: no value given; expected {key}=...")
-        exc, seen = exc.__cause__, seen + 1
+        exc, seen = exc.__cause__ or (exc.__context__ if context else None), seen + 1
     return None
 
 
@@ -81,12 +82,16 @@ def run(main: Callable[[], Any]) -> Any:
     parsing an override) are one line and exit status 2 too, like every other user error.
 
     Hydra prints those itself as several lines and exits 1 unless `HYDRA_FULL_ERROR=1`, which
-    makes it raise them to here instead."""
+    makes it raise them to here instead. A `UserError` raised while Hydra resolves the run dir
+    (`search.study_name`) is one line too."""
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    os.environ["OC_CAUSE"] = "1"  # OmegaConf keeps the cause of an error (our UserError) then
     try:
         return main()
     except Exception as exc:
         line = hydra_error(exc)
+        if line is None and (error := user_error(exc, context=True)) is not None:
+            line = one_line(error).removeprefix("error: ")  # e.g. a resolver of a run dir name
         if line is None or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
             raise
         print(f"error: {line}", file=sys.stderr, flush=True)

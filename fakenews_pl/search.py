@@ -28,19 +28,20 @@ import fcntl
 import json
 import logging
 import math
+import re
 import shlex
-import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 from pytorch_lightning import Callback, LightningModule, Trainer, seed_everything
 
@@ -58,10 +59,27 @@ BEST_FILE = "best.yaml"
 INTERRUPTED = "interrupted_trials"
 DIRECTIONS = {"minimize": "min", "maximize": "max"}
 PARAM_TYPES = ("float", "int", "categorical")
+# The fields each type of search-space entry takes besides `type`.
+SPACE_FIELDS = {
+    "float": ("low", "high", "log", "step"),
+    "int": ("low", "high", "log", "step"),
+    "categorical": ("choices",),
+}
+STUDY_FILE = "study.json"  # the name of the study a directory holds
+STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+# `${study_dir:${search.study_name}}` in conf/search.yaml: the study's directory name, checked
+# before Hydra creates the run dir (a name like `other/` would otherwise reach another study's).
+if not OmegaConf.has_resolver("study_dir"):
+    OmegaConf.register_new_resolver("study_dir", lambda name: check_study_name(name))
 
 # A hook the tests use to act at the start of a trial, after its values are chosen:
 # hook(trial, overrides).
 TrialHook = Callable[[optuna.Trial, list[str]], None]
+
+
+class SearchFailed(UserError):
+    """No trial of the search completed: nothing to report, and a non-zero exit status."""
 
 
 class TrialFailed(RuntimeError):
@@ -208,9 +226,7 @@ def make_objective(
     def objective(trial: optuna.Trial) -> float:
         started = time.perf_counter()
         trial_dir = sweep_dir / "trials" / str(trial.number)
-        if trial_dir.exists():  # left by a study whose journal was removed: numbers restart
-            shutil.rmtree(trial_dir)
-        trial_dir.mkdir(parents=True)
+        trial_dir.mkdir(parents=True)  # a trial's directory is its own: never one found there
         overrides = suggest(trial, s.space)
         _write_yaml(trial_dir / "overrides.yaml", overrides)
         trial.set_user_attr("overrides", overrides)
@@ -254,20 +270,62 @@ def _one_line(exc: BaseException) -> str:
 
 def open_study(cfg: DictConfig, sweep_dir: Path, pruner: Any = None) -> optuna.Study:
     """The study in `SWEEP_DIR/study.journal`, created or loaded (`search.study_name`), with
-    the seeded sampler and the pruner of `search.sampler` / `search.pruner`."""
+    the pruner of `search.pruner` and the sampler of `search.sampler`, seeded by the study's
+    seed and its trial count: a resumed or extended search goes on with new values instead of
+    drawing those of its first trials again (a seeded sampler restarts its sequence)."""
     s = cfg.search
     if s.direction not in DIRECTIONS:
         raise ConfigError(f"search.direction={s.direction}: expected one of {list(DIRECTIONS)}")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    claim_study_dir(sweep_dir, s.study_name)
     backend = optuna.storages.journal.JournalFileBackend(str(sweep_dir / JOURNAL_FILE))
+    storage = optuna.storages.JournalStorage(backend)
+    try:
+        started = len(optuna.load_study(study_name=s.study_name, storage=storage).trials)
+    except KeyError:  # a new study
+        started = 0
+    sampler_cfg = s.sampler
+    if started and sampler_cfg.get("seed") is not None:
+        mixed = np.random.SeedSequence([int(sampler_cfg.seed), started]).generate_state(1)[0]
+        sampler_cfg = OmegaConf.merge(sampler_cfg, {"seed": int(mixed)})
     return optuna.create_study(
-        storage=optuna.storages.JournalStorage(backend),
+        storage=storage,
         study_name=s.study_name,
         direction=s.direction,
-        sampler=instantiate(s.sampler),
+        sampler=instantiate(sampler_cfg),
         pruner=pruner if pruner is not None else instantiate(s.pruner),
         load_if_exists=True,
     )
+
+
+def claim_study_dir(sweep_dir: Path, name: str) -> None:
+    """Record `name` in `SWEEP_DIR/study.json`, or refuse a directory that records another
+    study (a search never writes into another study's directory)."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    record = sweep_dir / STUDY_FILE
+    if record.is_file():
+        try:
+            owner = json.loads(record.read_text(encoding="utf-8")).get("study_name")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            owner = None
+        if owner != name:
+            raise UserError(
+                f"{sweep_dir}: this directory holds study {owner!r} ({STUDY_FILE}), not "
+                f"{name!r}; a search writes only into its own study's directory"
+            )
+        return
+    with temporaries.atomic_file(record, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"study_name": name}) + "\n")
+
+
+def check_study_name(name: Any) -> str:
+    """`search.study_name` is one path segment: letters, digits, `-`, `_`, `.` (not `.`/`..`),
+    so it names one directory under `logs/search/` and no other study's."""
+    if not (isinstance(name, str) and STUDY_NAME.fullmatch(name) and name not in (".", "..")):
+        raise ConfigError(
+            f"search.study_name={name}: expected one name of letters, digits, '-', '_' and '.' "
+            "(not '.' or '..', no '/'): it names the study's directory"
+        )
+    return name
 
 
 def _interrupted(study: optuna.Study, number: int) -> None:
@@ -312,10 +370,75 @@ def recover_interrupted(study: optuna.Study, sweep_dir: Path) -> list[int]:
 
 
 def counted_trials(study: optuna.Study) -> int:
-    """Trials that ran to an outcome (complete, pruned, failed), interrupted ones left out."""
+    """Trials that ran to a result, complete or pruned: what `search.n_trials` counts. Failed
+    ones (and those a kill interrupted) do not use up the budget."""
+    done = (TrialState.COMPLETE, TrialState.PRUNED)
+    return len(study.get_trials(False, states=done))
+
+
+def failed_trials(study: optuna.Study) -> int:
+    """Trials that failed (raised, or gave no finite metric), interrupted ones left out."""
     interrupted = set(study.user_attrs.get(INTERRUPTED, []))
-    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(t.number not in interrupted for t in study.get_trials(False, states=done))
+    failed = study.get_trials(False, states=(TrialState.FAIL,))
+    return sum(t.number not in interrupted for t in failed)
+
+
+def check_space(space: Any) -> None:
+    """Every entry of `search.space` before any trial: a known type, numeric bounds with
+    low <= high (log: low > 0), a non-empty list of choices, no unknown field."""
+    if not isinstance(space, DictConfig) or not space:
+        raise ConfigError("search.space: expected a mapping of config keys to ranges")
+    for key, spec in space.items():
+        where = f"search.space.{key}"
+        if not isinstance(spec, DictConfig):
+            raise ConfigError(f"{where}={spec}: expected {{type: float|int|categorical, ...}}")
+        kind = spec.get("type")
+        if kind not in PARAM_TYPES:
+            raise ConfigError(f"{where}.type={kind}: expected one of {list(PARAM_TYPES)}")
+        unknown = sorted(set(spec) - {"type", *SPACE_FIELDS[kind]})
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown field {unknown[0]!r} for type {kind}; expected "
+                f"{', '.join(SPACE_FIELDS[kind])}"
+            )
+        try:
+            _distribution(spec)
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(f"{where}={OmegaConf.to_container(spec)}: {e}") from None
+
+
+def _distribution(spec: DictConfig) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution of one space entry (its checks raise ValueError)."""
+    kind = spec.type
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, ListConfig) or len(choices) == 0:
+            raise ValueError("expected a non-empty list of choices")
+        return optuna.distributions.CategoricalDistribution(list(choices))
+    number, expected = (_is_int, "an integer") if kind == "int" else (_is_number, "a number")
+    for field in ("low", "high"):
+        if not number(spec.get(field)):
+            raise ValueError(f"{field}={spec.get(field)}: expected {expected}")
+    if spec.get("step") is not None and not (number(spec.step) and spec.step > 0):
+        raise ValueError(f"step={spec.step}: expected a number > 0")
+    if not isinstance(spec.get("log", False), bool):
+        raise ValueError(f"log={spec.log}: expected true or false")
+    if kind == "int":
+        step = spec.get("step") or 1
+        return optuna.distributions.IntDistribution(
+            spec.low, spec.high, spec.get("log", False), step
+        )
+    return optuna.distributions.FloatDistribution(
+        spec.low, spec.high, log=spec.get("log", False), step=spec.get("step")
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_search_config(cfg: DictConfig) -> None:
@@ -333,6 +456,11 @@ def check_search_config(cfg: DictConfig) -> None:
             f"trainer.devices={devices}: expected 1 (a search trains its trials one after "
             "another in its own process; use trainer=cpu or trainer=gpu)"
         )
+    check_study_name(s.study_name)
+    max_failed = s.get("max_failed_trials")
+    if max_failed is not None and not (_is_int(max_failed) and max_failed >= 0):
+        raise ConfigError(f"search.max_failed_trials={max_failed}: expected a count >= 0 or null")
+    check_space(s.space)
     for key in s.space:
         if OmegaConf.select(cfg, key, default=KeyError) is KeyError:
             raise ConfigError(f"search.space.{key}: no such key in the training config")
@@ -390,21 +518,45 @@ def run_search(
     pipeline.clean_stale_temporaries(cfg)
     with only_search(sweep_dir):
         study = open_study(cfg, sweep_dir, pruner)
+        trials_dir = sweep_dir / "trials"
+        if not study.trials and trials_dir.is_dir() and any(trials_dir.iterdir()):
+            raise UserError(
+                f"{trials_dir} holds trials, but the study's journal {JOURNAL_FILE} has none (it "
+                "was removed?); move that directory away or choose another search.study_name"
+            )
         retried = recover_interrupted(study, sweep_dir)
         if retried:
             log.info(f"Trials {retried} were interrupted by a killed search: they run again")
         remaining = s.n_trials - counted_trials(study)
         log.info(f"Study {s.study_name} in {sweep_dir}: {max(remaining, 0)} of {s.n_trials} to run")
-        if remaining > 0:
-            objective = make_objective(cfg, sweep_dir, hook)
-            study.optimize(objective, n_trials=remaining, catch=(Exception,), gc_after_trial=True)
+        # Failed trials are run again, up to max_failed_trials failures in this search.
+        max_failed = s.get("max_failed_trials")
+        max_failed = s.n_trials if max_failed is None else max_failed
+        failed_before = failed_trials(study)
+        objective = make_objective(cfg, sweep_dir, hook)
+        while (remaining := s.n_trials - counted_trials(study)) > 0:
+            budget = max_failed - (failed_trials(study) - failed_before)
+            if budget <= 0:
+                break
+            study.optimize(
+                objective, n_trials=min(remaining, budget), catch=(Exception,), gc_after_trial=True
+            )
         summary.write_summary(
             sweep_dir, sweep_dir / "trials", metric=s.metric, mode=DIRECTIONS[s.direction]
         )
         command = write_best(study, sweep_dir, base_overrides or [])
+    failed = failed_trials(study) - failed_before
     if command is None:
-        log.warning("No trial completed: no best overrides written")
-    else:
-        print(f"Best trial {study.best_trial.number}: {s.metric}={study.best_value:.6g}")
-        print(f"Repeat it with:\n    {command}")
+        raise SearchFailed(
+            f"search {s.study_name}: no trial completed ({failed} failed in this search, "
+            f"search.max_failed_trials={max_failed}); their errors are in "
+            f"{sweep_dir / 'trials'}/<n>/error.txt"
+        )
+    if s.n_trials - counted_trials(study) > 0:
+        log.warning(
+            f"Stopped after {failed} failed trials (search.max_failed_trials={max_failed}): "
+            f"{counted_trials(study)} of {s.n_trials} trials ran; see trials/<n>/error.txt"
+        )
+    print(f"Best trial {study.best_trial.number}: {s.metric}={study.best_value:.6g}")
+    print(f"Repeat it with:\n    {command}")
     return study

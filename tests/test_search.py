@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -85,6 +86,7 @@ def test_a_killed_search_resumes_to_its_trial_count(
         2: TrialState.FAIL,  # killed: not counted, run again as trial 3
         3: TrialState.PRUNED,
         4: TrialState.COMPLETE,
+        5: TrialState.COMPLETE,  # failed trials do not use up n_trials: one more runs
     }
     assert search.counted_trials(study) == 4 and study.user_attrs[search.INTERRUPTED] == [2]
     trials = study.get_trials()
@@ -98,7 +100,7 @@ def test_a_killed_search_resumes_to_its_trial_count(
 
     # the summary: a row per trial, the best one marked
     frame = pd.read_csv(sweep / "summary.csv")
-    assert frame["run"].tolist() == [0, 1, 2, 3, 4]
+    assert frame["run"].tolist() == [0, 1, 2, 3, 4, 5]
     assert frame.loc[frame["best"], "run"].item() == study.best_trial.number
     assert frame.loc[1, "error"].startswith("error: RuntimeError: a deliberate failure")
     for name in ("summary.md", "summary.png"):
@@ -120,7 +122,7 @@ def test_a_killed_search_resumes_to_its_trial_count(
 
     # once complete, the same call runs nothing more
     again = search.run_search(cfg, sweep)
-    assert len(again.get_trials()) == 5
+    assert len(again.get_trials()) == 6
 
 
 @pytest.mark.slow
@@ -198,3 +200,116 @@ def test_a_second_search_of_the_same_study_is_refused(tmp_path: Path) -> None:
                 pass
     with search.only_search(tmp_path):  # released
         pass
+
+
+# ---------------------------------------------------------------- no silent wrong answer
+
+
+def _search_cfg(compose_train, tmp_path: Path, *overrides: str):
+    return compose_train(tmp_path, "hparams_search=head_optuna", *overrides, config_name="search")
+
+
+def _fake_trials(monkeypatch, fail: set[int] | None = None, every: bool = False) -> None:
+    """Trials that train nothing: the value is a function of the trial's lr; `fail`: trial
+    numbers that raise (`every`: all of them)."""
+
+    def run_trial(cfg, trial, prune_on):
+        if every or trial.number in (fail or set()):
+            raise RuntimeError(f"trial {trial.number} fails")
+        return {"val/best_loss": float(cfg.model.lr)}
+
+    monkeypatch.setattr(search, "run_trial", run_trial)
+
+
+def _params(study: optuna.Study) -> list[tuple]:
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    return [tuple(sorted(t.params.items())) for t in done]
+
+
+def test_a_resumed_or_extended_search_never_repeats_its_values(
+    compose_train, monkeypatch, tmp_path: Path
+) -> None:
+    """The seeded sampler restarted its sequence: a rerun after a kill, or raising n_trials,
+    proposed exactly the values of trials 0 and 1 again."""
+    _fake_trials(monkeypatch)
+    sweep = tmp_path / "sweep"
+
+    def interrupt(trial, overrides):
+        if trial.number == 2:
+            raise KeyboardInterrupt  # as a kill mid-trial
+
+    cfg = _search_cfg(compose_train, tmp_path, "search.n_trials=4")
+    with pytest.raises(KeyboardInterrupt):
+        search.run_search(cfg, sweep, hook=interrupt)
+    search.run_search(cfg, sweep)  # the same command again: resumes
+    study = search.run_search(_search_cfg(compose_train, tmp_path, "search.n_trials=7"), sweep)
+    params = _params(study)
+    assert len(params) == 7 and len(set(params)) == 7, params
+
+
+def test_study_names_are_one_segment_and_a_study_dir_is_never_anothers(
+    compose_train, monkeypatch, cli_overrides, tmp_path: Path, capsys
+) -> None:
+    """`search.study_name=conc2/` used to write into study conc2's directory, deleting its
+    trials/0 and replacing its best.yaml."""
+    for bad in ("conc2/", "conc2/.", "..", ".", "a/b", ""):
+        with pytest.raises(ConfigError, match="search.study_name=.*expected one name"):
+            search.check_study_name(bad)
+    _fake_trials(monkeypatch)
+    logs = tmp_path / "logs" / "search"
+    cfg = _search_cfg(compose_train, tmp_path, "search.n_trials=1", "search.study_name=conc2")
+    search.run_search(cfg, logs / "conc2")
+    before = {p: p.read_bytes() for p in (logs / "conc2").rglob("*") if p.is_file()}
+    argv = ["search.py", *cli_overrides(tmp_path), "search.study_name=conc2/", "search.n_trials=1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as info:  # as `python search.py ...`: refused before Hydra
+        runpy.run_path(str(REPO / "search.py"), run_name="__main__")  # makes any directory
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: search.study_name=conc2/: expected one")
+    other = _search_cfg(compose_train, tmp_path, "search.n_trials=1", "search.study_name=other")
+    with pytest.raises(search.UserError, match="holds study 'conc2'.*not 'other'"):
+        search.run_search(other, logs / "conc2")  # a directory records its own study
+    after = {p: p.read_bytes() for p in (logs / "conc2").rglob("*") if p.is_file()}
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"type": "bogus"},
+            r"model.lr.type=bogus: expected one of \['float', 'int', 'categorical'\]",
+        ),
+        ({"type": "float", "low": "abc", "high": 1.0}, "low=abc: expected a number"),
+        ({"type": "float", "low": 0.1, "high": 0.01}, "low <= high"),
+        ({"type": "float", "low": 0.0, "high": 0.1, "log": True}, "low > 0"),
+        ({"type": "int", "low": 1.5, "high": 4}, "low=1.5: expected an integer"),
+        ({"type": "categorical", "choices": []}, "expected a non-empty list of choices"),
+        ({"type": "float", "low": 0.1, "high": 1.0, "lgo": True}, "unknown field 'lgo'"),
+    ],
+)
+def test_a_bad_search_space_is_refused_before_any_trial(
+    compose_train, monkeypatch, tmp_path: Path, entry: dict, message: str
+) -> None:
+    cfg = _search_cfg(compose_train, tmp_path)
+    cfg.search.space["model.lr"] = entry
+    _fake_trials(monkeypatch)
+    with pytest.raises(ConfigError, match=message):
+        search.run_search(cfg, tmp_path / "sweep")
+    assert not (tmp_path / "sweep" / "trials").exists()
+
+
+def test_failed_trials_do_not_use_up_the_budget_and_a_search_with_none_done_fails(
+    compose_train, monkeypatch, tmp_path: Path
+) -> None:
+    """Failed trials counted toward n_trials: after fixing a bad space the rerun said '0 of 2
+    to run', and a search whose every trial failed exited 0."""
+    cfg = _search_cfg(compose_train, tmp_path, "search.n_trials=2")
+    _fake_trials(monkeypatch, every=True)
+    with pytest.raises(search.SearchFailed, match=r"no trial completed \(2 failed.*error.txt"):
+        search.run_search(cfg, tmp_path / "sweep")  # gives up after max_failed_trials (2)
+    _fake_trials(monkeypatch, fail={2})
+    study = search.run_search(cfg, tmp_path / "sweep")  # the failures are run again
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL] * 3 + [TrialState.COMPLETE] * 2
+    assert search.counted_trials(study) == 2
