@@ -11,8 +11,11 @@ as overrides `train.py` takes as they are.
     SWEEP_DIR/search.lock            held while a search runs: one search per study
 
 A trial that raises, or whose metric is missing or NaN, is a failed trial (its error in
-`error.txt`) and the search goes on. A trial a killed search left running is marked failed,
-not counted towards `search.n_trials`, and its values run again.
+`error.txt`) and the search goes on; failed trials do not count towards `search.n_trials`
+(another trial runs, up to `search.max_failed_trials` failures), and a search in which no
+trial completed fails. A trial a killed search left running is marked failed and its values
+run again. The study directory records its study's name (`study.json`); a resumed study's
+sampler is seeded by the study's seed and trial count, so it proposes new values.
 
 Each trial is one training run in this process, built from `pipeline` as `train.py` builds it,
 with the trial's values set on the composed config and `PruneOnValidation` among the

@@ -27,6 +27,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from omegaconf import DictConfig
 
+from fakenews_pl import temporaries
+from fakenews_pl.errors import UserError
+
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
 # metrics.json keys of a row, in table order ({c}: each class)
 METRICS = (
@@ -54,17 +57,41 @@ def _classes(metrics: dict[str, Any]) -> list[str]:
     return sorted(k.removeprefix("test/support_") for k in metrics if k.startswith("test/support_"))
 
 
+# A row's `status`: what became of the job.
+FINISHED, FAILED, NOT_FINISHED = "finished", "failed", "not finished"
+
+
+class SummaryError(UserError):
+    """A summary that cannot be made as asked (e.g. a metric no run has)."""
+
+
+def _read_json(path: Path) -> tuple[dict[str, Any], str | None]:
+    """(content, None), or ({}, why) for a file that is not a whole JSON object."""
+    if not path.is_file():
+        return {}, None
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return {}, f"{path.name} is not readable JSON ({e}): truncated or damaged"
+    if not isinstance(content, dict):
+        return {}, f"{path.name} holds {type(content).__name__}, not an object"
+    return content, None
+
+
 def read_run(run: Path, metric: str | None = None) -> dict[str, Any] | None:
-    """One row from a run directory; None when it holds no run (no metrics, info or error)."""
+    """One row from a run directory; None when it is no job of the sweep (neither a job number
+    nor a directory holding a run's files). A job that wrote neither its metrics nor an error
+    (killed, or still running) is a row with status `not finished`."""
     files = {name: run / name for name in ("metrics.json", "run.json", "error.txt")}
-    if not any(path.is_file() for path in files.values()):
+    has_files = any(path.is_file() for path in files.values())
+    if not has_files and not run.name.isdigit():
         return None
-    metrics, info = (
-        json.loads(files[name].read_text()) if files[name].is_file() else {}
-        for name in ("metrics.json", "run.json")
+    (metrics, bad_metrics), (info, bad_info) = (
+        _read_json(files[name]) for name in ("metrics.json", "run.json")
     )
     row: dict[str, Any] = {
         "run": run.name,
+        "status": NOT_FINISHED,
         "overrides": " ".join(_overrides(run)),
         "embedding": info.get("embedding"),
         "trainable": info.get("trainable"),
@@ -78,27 +105,93 @@ def read_run(run: Path, metric: str | None = None) -> dict[str, Any] | None:
         row[metric] = metrics.get(metric)
     if "state" in info:  # a search trial's: complete, pruned, failed
         row["state"] = info["state"]
+    error = None
+    if files["error.txt"].is_file():
+        lines = files["error.txt"].read_text(errors="replace").strip().splitlines()
+        error = lines[0] if lines else "error: (error.txt is empty)"
+    elif bad_metrics or bad_info:
+        error = f"error: {bad_metrics or bad_info}"
+    elif metrics.get("status") == "diverged":
+        error = f"error: the run diverged at epoch {metrics.get('diverged_epoch')}"
+    if error is not None:
+        row["status"] = FAILED
+    elif metrics or info.get("state") in ("PRUNED", "COMPLETE"):
+        row["status"] = FINISHED
     row.update(
         wall_s=info.get("wall_s"),
         peak_rss_mb=info.get("peak_rss_mb"),
         checkpoint=info.get("checkpoint"),
-        error=files["error.txt"].read_text().strip().splitlines()[0]
-        if files["error.txt"].is_file()
-        else None,
+        error=error,
     )
     return row
+
+
+def expected_jobs(sweep_dir: Path) -> int | None:
+    """How many jobs the multirun in `sweep_dir` launches: the product of its sweep overrides'
+    value counts (Hydra's basic sweeper), from the `multirun.yaml` Hydra writes; None when that
+    cannot be known (no such file, another sweeper, a sweep that is not a list)."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        hydra = config["hydra"]
+        if "basic_sweeper" not in str(hydra.get("sweeper", {}).get("_target_", "")):
+            return None
+        texts = [str(o) for o in hydra["overrides"]["task"]]
+        params = hydra["sweeper"].get("params") or {}
+        texts += [f"{name}={value}" for name, value in params.items()]
+        count = 1
+        for override in OverridesParser.create().parse_overrides(texts):
+            if override.is_sweep_override():
+                count *= len(list(override.sweep_string_iterator()))
+        return count
+    except Exception:  # an unusual sweep: the count is unknown, and the summary says so
+        return None
 
 
 def _sort_key(path: Path) -> tuple[int, str]:
     return (int(path.name), "") if path.name.isdigit() else (sys.maxsize, path.name)
 
 
-def collect(runs_dir: Path, metric: str | None = None) -> pd.DataFrame:
+def collect(runs_dir: Path, metric: str | None = None, expected: int | None = None) -> pd.DataFrame:
     """A row per run directory directly below `runs_dir`, in job order (with `metric`'s
-    column when it is not among the usual ones)."""
-    runs = sorted(runs_dir.iterdir(), key=_sort_key)
-    rows = [read_run(run, metric) for run in runs if run.is_dir()]
-    return pd.DataFrame([row for row in rows if row is not None])
+    column when it is not among the usual ones); with `expected` jobs, a `not finished` row
+    for each job number that has no directory (never started)."""
+    runs = sorted((run for run in runs_dir.iterdir() if run.is_dir()), key=_sort_key)
+    rows = [row for row in (read_run(run, metric) for run in runs) if row is not None]
+    seen = {row["run"] for row in rows}
+    for number in range(expected or 0):
+        if str(number) not in seen:
+            rows.append({"run": str(number), "status": NOT_FINISHED, "error": None})
+    rows.sort(key=lambda row: _sort_key(Path(row["run"])))
+    return pd.DataFrame(rows)
+
+
+def check_metric(frame: pd.DataFrame, metric: str, runs_dir: Path) -> None:
+    """Refuse a `metric` that no finished run's metrics.json has, naming the keys they have."""
+    finished = frame[frame["status"] == FINISHED] if "status" in frame else frame.iloc[:0]
+    if finished.empty or (metric in frame and finished[metric].notna().any()):
+        return
+    keys: set[str] = set()
+    for run in finished["run"]:
+        metrics, _ = _read_json(runs_dir / str(run) / "metrics.json")
+        keys |= {k for k, v in metrics.items() if isinstance(v, int | float)}
+    if not keys:  # no finished run wrote metrics.json (search trials may not): nothing to say
+        return
+    raise SummaryError(
+        f"--metric {metric}: no finished run's metrics.json has it; expected one of "
+        f"{', '.join(sorted(keys)) or '(none)'}"
+    )
+
+
+def counts(frame: pd.DataFrame) -> str:
+    """`N runs: F finished, X failed, U not finished` for a summary's frame."""
+    status = frame["status"] if "status" in frame else pd.Series(dtype=object)
+    parts = [f"{int((status == s).sum())} {s}" for s in (FINISHED, FAILED, NOT_FINISHED)]
+    return f"{len(frame)} runs: {', '.join(parts)}"
 
 
 def mark_best(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
@@ -113,12 +206,12 @@ def mark_best(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     return frame
 
 
-def _markdown(frame: pd.DataFrame, metric: str, mode: str) -> str:
+def _markdown(frame: pd.DataFrame, metric: str, mode: str, expected: int | None = None) -> str:
+    expected_note = "" if expected is None else f" (the sweep has {expected} jobs)"
     lines = [
         "# Sweep summary",
         "",
-        f"{len(frame)} runs; best by `{metric}` ({mode}) marked **best**; "
-        f"{int(frame['error'].notna().sum()) if 'error' in frame else 0} failed.",
+        f"{counts(frame)}{expected_note}; best by `{metric}` ({mode}) marked **best**.",
         "",
     ]
     columns = [c for c in frame.columns if c not in ("checkpoint",)]
@@ -165,7 +258,7 @@ def _plot(frame: pd.DataFrame, path: Path) -> None:
     if "trainable" in frame and frame["trainable"].notna().any():
         handles = [Patch(color="tab:blue"), Patch(color="tab:orange")]
         fig.legend(handles, ["frozen", "fine-tuned"], loc="outside upper right", fontsize=8)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")  # path may be a temporary name
 
 
 def write_summary(
@@ -173,19 +266,29 @@ def write_summary(
     runs_dir: str | Path | None = None,
     metric: str = "val/best_loss",
     mode: str | None = None,
-) -> Path:
+    strict: bool = True,
+) -> str:
     """Write `SUMMARY_FILES` into `sweep_dir` from the runs below `runs_dir` (default: the
-    sweep dir itself); the best run by `metric` (`mode` min for losses, else max) marked."""
+    sweep dir itself); the best run by `metric` (`mode` min for losses, else max) marked; each
+    file written atomically. Returns the counts line (`counts`). A `metric` that no finished
+    run has is a `SummaryError` (`strict=False`: no run is marked best)."""
     sweep_dir = Path(sweep_dir)
+    runs_dir = Path(runs_dir) if runs_dir else sweep_dir
     mode = mode or ("min" if "loss" in metric else "max")
-    frame = collect(Path(runs_dir) if runs_dir else sweep_dir, metric)
+    expected = expected_jobs(sweep_dir)
+    frame = collect(runs_dir, metric, expected)
     if frame.empty:
-        frame = pd.DataFrame(columns=["run", "overrides", "error"])
+        frame = pd.DataFrame(columns=["run", "status", "overrides", "error"])
+    if strict:
+        check_metric(frame, metric, runs_dir)
     frame = mark_best(frame, metric, mode)
-    frame.to_csv(sweep_dir / "summary.csv", index=False)
-    (sweep_dir / "summary.md").write_text(_markdown(frame, metric, mode), encoding="utf-8")
-    _plot(frame, sweep_dir / "summary.png")
-    return sweep_dir / "summary.csv"
+    with temporaries.atomic_path(sweep_dir / "summary.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    with temporaries.atomic_file(sweep_dir / "summary.md", "w", encoding="utf-8") as f:
+        f.write(_markdown(frame, metric, mode, expected))
+    with temporaries.atomic_path(sweep_dir / "summary.png") as tmp:
+        _plot(frame, tmp)
+    return counts(frame)
 
 
 def sweep_choices(config: DictConfig, key: str) -> list[str]:
@@ -241,6 +344,12 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Summarise the sweep directory by the metric the sweep optimizes."""
         sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir():
-            write_summary(sweep_dir, metric=config.get("optimized_metric") or "val/best_loss")
-            print(f"Sweep summary written to {sweep_dir}: {', '.join(SUMMARY_FILES)}")
+        if not sweep_dir.is_dir():
+            return
+        metric = config.get("optimized_metric") or "val/best_loss"
+        try:
+            line = write_summary(sweep_dir, metric=metric)
+        except SummaryError as e:  # the runs are done: summarise them, best unmarked
+            print(f"error: optimized_metric={metric}: {e}", file=sys.stderr, flush=True)
+            line = write_summary(sweep_dir, metric=metric, strict=False)
+        print(f"Sweep summary written to {sweep_dir} ({line}): {', '.join(SUMMARY_FILES)}")

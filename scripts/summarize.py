@@ -4,7 +4,9 @@
     python scripts/summarize.py SWEEP_DIR --metric test/f1_Fake        # best by another metric
 
 SWEEP_DIR holds one directory per run (Hydra's job numbers) with its metrics.json, run.json and
-overrides, or error.txt for a run that failed.
+overrides, or error.txt for a run that failed; a job that wrote neither (killed) is a row
+with status `not finished`, and so is each job of the sweep (Hydra's multirun.yaml) that never
+started. A --metric no finished run has is refused in one line (exit status 2).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fakenews_pl.errors import UserError
 from fakenews_pl.summary import SUMMARY_FILES, write_summary
 
 
@@ -27,8 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.sweep_dir.is_dir():
         print(f"error: {args.sweep_dir}: no such sweep directory", file=sys.stderr)
         return 2
-    write_summary(args.sweep_dir, args.runs_dir, args.metric, args.mode)
-    print(f"wrote {', '.join(str(args.sweep_dir / name) for name in SUMMARY_FILES)}")
+    try:
+        line = write_summary(args.sweep_dir, args.runs_dir, args.metric, args.mode)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{line}; wrote {', '.join(str(args.sweep_dir / name) for name in SUMMARY_FILES)}")
     return 0
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from fakenews_pl import artifact, demo, summary
 
@@ -45,6 +46,8 @@ def test_a_two_by_two_multirun_writes_a_summary_of_its_runs(
     sweep = tmp_path / "s"
     frame = pd.read_csv(sweep / "summary.csv")
     assert len(frame) == 4 and frame["error"].isna().all()
+    assert summary.expected_jobs(sweep) == 4  # read from the multirun.yaml Hydra wrote
+    assert (frame["status"] == "finished").all()
     for _, row in frame.iterrows():
         metrics = json.loads((sweep / str(row["run"]) / "metrics.json").read_text())
         for key in ("test/accuracy", "test/f1_Fake", "test/auroc", "train/accuracy", "fit/epochs"):
@@ -112,3 +115,74 @@ def test_joblib_launcher_runs_a_sweeps_jobs_in_parallel(cli_overrides, tiny_run,
     frame = pd.read_csv(tmp_path / "s" / "summary.csv")
     assert len(frame) == 2 and frame["error"].isna().all()
     assert "JoblibLauncher" in (tmp_path / "s" / "multirun.yaml").read_text()
+
+
+def _job(sweep: Path, number: int, files: dict[str, str]) -> None:
+    job = sweep / str(number)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(f"- model.lr={number}e-4\n")
+    for name, text in files.items():
+        (job / name).write_text(text)
+
+
+def test_a_killed_sweep_shows_every_job_and_what_became_of_it(tmp_path: Path, capsys) -> None:
+    """A 4-job sweep killed in job 1: the summary said '1 runs ... 0 failed'."""
+    sweep = tmp_path / "s"
+    sweep.mkdir()
+    sweeper = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    hydra = {
+        "sweeper": {"_target_": sweeper, "params": None},
+        "overrides": {"task": ["model.lr=1e-4,2e-4", "trainable=false,true"]},
+    }
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+    metrics = {"test/accuracy": 0.8, "val/best_loss": 0.5, "test/support_Fake": 3}
+    _job(sweep, 0, {"metrics.json": json.dumps(metrics)})
+    _job(sweep, 1, {})  # killed while it ran: Hydra's files only
+    assert summary.expected_jobs(sweep) == 4
+    line = summary.write_summary(sweep)
+    assert line == "4 runs: 1 finished, 0 failed, 3 not finished"
+    frame = pd.read_csv(sweep / "summary.csv")
+    assert frame["run"].tolist() == [0, 1, 2, 3]
+    assert frame["status"].tolist() == ["finished", "not finished", "not finished", "not finished"]
+    assert (
+        "4 runs: 1 finished, 0 failed, 3 not finished (the sweep has 4 jobs)"
+        in (sweep / "summary.md").read_text()
+    )
+    from importlib import util
+
+    spec = util.spec_from_file_location("summarize", REPO / "scripts" / "summarize.py")
+    summarize = util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    assert summarize.main([str(sweep)]) == 0
+    assert capsys.readouterr().out.startswith("4 runs: 1 finished, 0 failed, 3 not finished;")
+
+
+def test_a_damaged_or_diverged_run_is_a_failed_row(tmp_path: Path) -> None:
+    metrics = {"test/accuracy": 0.8, "val/best_loss": 0.5, "test/support_Fake": 3}
+    _job(tmp_path, 0, {"metrics.json": json.dumps(metrics)})
+    _job(tmp_path, 1, {"metrics.json": json.dumps(metrics)[:20]})  # truncated
+    _job(tmp_path, 2, {"metrics.json": json.dumps({"status": "diverged", "diverged_epoch": 3})})
+    assert summary.write_summary(tmp_path) == "3 runs: 1 finished, 2 failed, 0 not finished"
+    frame = pd.read_csv(tmp_path / "summary.csv")
+    assert frame["status"].tolist() == ["finished", "failed", "failed"]
+    assert frame.loc[1, "error"].startswith("error: metrics.json is not readable JSON")
+    assert frame.loc[2, "error"] == "error: the run diverged at epoch 3"
+    assert frame["best"].tolist() == [True, False, False]
+
+
+def test_an_unknown_metric_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    """`--metric bogus/key` exited 0 and marked nothing."""
+    metrics = {"test/accuracy": 0.8, "val/best_loss": 0.5}
+    _job(tmp_path, 0, {"metrics.json": json.dumps(metrics)})
+    from importlib import util
+
+    spec = util.spec_from_file_location("summarize", REPO / "scripts" / "summarize.py")
+    summarize = util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    assert summarize.main([str(tmp_path), "--metric", "bogus/key"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: --metric bogus/key: no finished run's metrics.json has it; expected one of "
+        "test/accuracy, val/best_loss\n"
+    )
+    assert not (tmp_path / "summary.csv").exists()
