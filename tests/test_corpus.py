@@ -14,7 +14,7 @@ import pytest
 from sklearn.preprocessing import LabelEncoder
 
 from fakenews_pl import artifact, corpus
-from fakenews_pl.corpus import DataError, notebook_text, read_labelled_csv
+from fakenews_pl.corpus import DataError, notebook_text, read_labelled_csv, require_lists
 from fakenews_pl.embedding import HubEmbedding
 from fakenews_pl.errors import UserError
 from fakenews_pl.tokenizer import HubTokenizer, TextRecipe
@@ -65,6 +65,16 @@ def test_notebook_preprocessing_matches_the_notebook_on_seed_data(seed_data: Pat
 )
 def test_notebook_text_equals_reference_on_edge_cases(cell: str) -> None:
     assert notebook_text(pd.Series([cell])).iloc[0] == text_from_token(new_cleaning(cell))
+    require_lists("f.csv", pd.Series([cell]), "for_glove", "hint")  # a list: accepted
+
+
+@pytest.mark.parametrize(
+    "cell",
+    ["Did Miley Cyrus secretly get married?", "[VIDEO] Senate votes [live]", "['a', b]", "['a'"],
+)
+def test_a_cell_that_is_not_a_list_of_strings_is_refused(cell: str) -> None:
+    with pytest.raises(DataError, match=r"f.csv: data row 7 column 'for_glove' .*\(hint\)"):
+        require_lists("f.csv", pd.Series(["['ok']", cell]), "for_glove", "hint", first_row=6)
 
 
 def write(path: Path, frame: pd.DataFrame) -> Path:
@@ -86,6 +96,13 @@ def write(path: Path, frame: pd.DataFrame) -> Path:
             pd.DataFrame({"for_glove": ["['a']", "a b c"], "label": ["Fake"] * 2}),
             True,
             ["data row 2", "'for_glove'", "Python-list"],
+        ),
+        (  # bracketed like a list, but a headline: was read as one and mangled
+            pd.DataFrame(
+                {"for_glove": ["['a']", "[VIDEO] Senate votes [live]"], "label": ["Fake"] * 2}
+            ),
+            True,
+            ["data row 2", "'for_glove'", "Python-list", "for plain text use data=csv"],
         ),
         (
             pd.DataFrame({"text": ["a", "b"], "label": ["Fake", None]}),
