@@ -32,8 +32,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     embedding_path = pipeline.ensure_embedding(cfg.embedding)
     datamodule = pipeline.build_datamodule(cfg.data, embedding_path)
     model = pipeline.build_model(cfg.model, datamodule)
+    ckpt_path = pipeline.resolve_ckpt_path(cfg)
+    if ckpt_path is not None:  # before the Trainer: a refusal is the only line printed
+        pipeline.check_resume(ckpt_path, model, datamodule)
     trainer = pipeline.build_trainer(cfg, model)
-    pipeline.fit(trainer, model, datamodule, pipeline.resolve_ckpt_path(cfg))
+    pipeline.fit(trainer, model, datamodule, ckpt_path)
     objects = {"datamodule": datamodule, "model": model, "trainer": trainer}
     if not trainer.is_global_zero:
         return {}, objects

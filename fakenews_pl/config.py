@@ -127,6 +127,13 @@ def check_trainer(cfg: DictConfig) -> None:
         lambda v: v is None or (_is_int(v) and 0 <= v <= max_epochs),
         f"an epoch count between 0 and trainer.max_epochs ({max_epochs})",
     )
+    for split in ("train", "val", "test"):
+        _check(
+            cfg,
+            f"trainer.limit_{split}_batches",
+            lambda v: v is None or (_is_int(v) and v >= 0) or (_is_number(v) and 0 <= v <= 1),
+            "a batch count >= 0, a fraction in [0, 1], or null",
+        )
     _check(cfg, "trainer.precision", lambda v: v in PRECISIONS, f"one of {list(PRECISIONS)}")
     _check(cfg, "trainer.accelerator", lambda v: v in ACCELERATORS, f"one of {ACCELERATORS}")
     accelerator = cfg.trainer.get("accelerator")

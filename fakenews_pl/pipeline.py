@@ -160,10 +160,8 @@ def refusing_unsafe_checkpoints(path: str | None) -> Iterator[None]:
 def fit(
     trainer: Trainer, model: FakeNewsClassifier, datamodule: Any, ckpt_path: str | None
 ) -> None:
-    """`trainer.fit`, resuming from `ckpt_path` (loaded with `weights_only=True`) once it is
-    verified to be a checkpoint of this very run (`check_resume`)."""
-    if ckpt_path is not None:
-        check_resume(ckpt_path, model, datamodule)
+    """`trainer.fit`, resuming from `ckpt_path` (verified, loaded with `weights_only=True`;
+    train.py first checks it is a checkpoint of this very run: `check_resume`)."""
     with refusing_unsafe_checkpoints(ckpt_path):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 

@@ -40,6 +40,23 @@ def test_the_cause_hydra_wrapped_is_reported(capsys: pytest.CaptureFixture) -> N
     assert capsys.readouterr().err.startswith("error: data.val_source")
 
 
+def test_lightnings_refusal_of_a_setting_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        raise MisconfigurationException("`enable_checkpointing=False` but found `ModelCheckpoint`")
+    except MisconfigurationException as cause:
+        wrapped = InstantiationException("Error in call to target 'pytorch_lightning.Trainer'")
+        wrapped.__cause__ = cause
+    with pytest.raises(SystemExit) as info:
+        _fails(wrapped)()
+    assert info.value.code == errors.EXIT_STATUS
+    assert capsys.readouterr().err == (
+        "error: `enable_checkpointing=False` but found `ModelCheckpoint` "
+        "(a trainer.* or callbacks.* setting)\n"
+    )
+
+
 def test_bugs_keep_their_traceback_and_the_switch_shows_user_errors_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -82,8 +99,7 @@ def errors_root() -> Path:
         ),
         (
             ["trainer.limit_train_batches=-3"],
-            "error: You have passed invalid value -3 for limit_train_batches, it has to be in "
-            "[0.0, 1.0] or an int. (a trainer.* or callbacks.* setting)",
+            "error: trainer.limit_train_batches=-3: expected a batch count >= 0, a fraction",
         ),
     ],
 )
