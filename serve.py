@@ -16,18 +16,28 @@ from omegaconf import DictConfig  # noqa: E402
 from fakenews_pl import config, errors, server  # noqa: E402
 from fakenews_pl.classifier import Classifier  # noqa: E402
 
-LIMITS = ("max_texts", "max_body_bytes", "max_text_chars", "explain_top")
+LIMITS = ("max_texts", "max_body_bytes", "max_text_chars", "explain_top", "max_explain_work")
 
 
 def serve(cfg: DictConfig) -> None:
     """Check the config, load the model once, then serve it until SIGTERM or Ctrl-C."""
     config.check_checkpoint_and_device(cfg, bundles=True)
     limits = {key: cfg[key] for key in LIMITS}
-    server.check_settings({**limits, "host": cfg.host, "port": cfg.port, "threads": cfg.threads})
+    hosts = cfg.allowed_hosts
+    hosts = server.default_allowed_hosts(cfg.host) if hosts is None else list(hosts)
+    settings = {**limits, "request_timeout_s": cfg.request_timeout_s, "allowed_hosts": hosts}
+    server.check_settings(
+        {**settings, "host": cfg.host, "port": cfg.port, "threads": cfg.threads,
+         "shutdown_grace_s": cfg.shutdown_grace_s}
+    )  # fmt: skip
     torch.set_num_threads(cfg.threads)
     predictor = Classifier.load(cfg.ckpt_path, cfg.device)
-    app = server.create_app(predictor, model_name=str(cfg.ckpt_path), **limits)
-    server.serve(app, cfg.host, cfg.port, access_log=cfg.access_log)
+    # The model's file or directory name: /health tells a client which model, not local paths.
+    name = Path(str(cfg.ckpt_path)).name
+    app = server.create_app(predictor, model_name=name, **settings)
+    server.serve(
+        app, cfg.host, cfg.port, access_log=cfg.access_log, shutdown_grace_s=cfg.shutdown_grace_s
+    )
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="serve.yaml")

@@ -198,6 +198,15 @@ class Classifier:
             explained.append([(token, float(effect)) for token, effect in effects[:top]])
         return explained
 
+    def explain_cost(self, texts: Sequence[str]) -> int:
+        """The work `explain(texts)` does, in token-vector additions: each text's tokens times
+        its distinct tokens plus one (the text and its leave-one-out variants). The server
+        refuses a request over its budget before doing any of it."""
+        tokenizer = self.embedding.tokenizer
+        return sum(
+            len(tokens) * (len(set(tokens)) + 1) for tokens in tokenizer.tokenize(list(texts))
+        )
+
     def predict_file(
         self,
         source: str | os.PathLike,

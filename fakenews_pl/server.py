@@ -10,17 +10,25 @@
 
 Routes: `POST /predict` `{"texts": [...], "explain": false}` -> `{"predictions": [{"label",
 "probabilities": {name: p}, "explanation"?}]}` in input order; `GET /health`; `GET /` the page
-(`static/index.html`). Every error is `{"error": "<one line naming the field>"}`: 400 malformed
-JSON, 413 a body over `max_body_bytes` or more than `max_texts` texts, 422 any other bad field
-(a text over `max_text_chars`, a non-string, `explain` not a boolean, an unknown field), 404 /
-405 unknown routes. An empty `texts` list is valid: 200 with no predictions, the model uncalled.
+(`static/index.html`); no schema routes. Every error is `{"error": "<one line naming the
+field>"}`: 400 malformed JSON or a Host header not in `allowed_hosts`, 413 a body over
+`max_body_bytes`, more than `max_texts` texts or an explanation over `max_explain_work`, 422 any
+other bad field (a text over `max_text_chars`, a non-string, `explain` not a boolean, an unknown
+field), 404 / 405 unknown routes (the text lists every route served), 503 an explanation
+stopped at `request_timeout_s` or by the shutdown grace. An explanation runs in the threadpool
+one text at a time and stops when its deadline passes, its client leaves or the server stops.
+An empty `texts` list is valid: 200 with no predictions, the model uncalled.
 """
 
+import asyncio
 import errno
+import ipaddress
 import json
+import math
 import signal
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
@@ -39,19 +47,52 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fakenews_pl.errors import ConfigError
 
 # The defaults of conf/serve.yaml. 1 MiB holds 256 texts of 4,000 characters (~3.8 KiB each).
-LIMITS = {"max_texts": 256, "max_body_bytes": 1 << 20, "max_text_chars": 20_000, "explain_top": 5}
-ROUTES = "POST /predict, GET /health, GET /"
+# max_explain_work: token-vector additions an explanation may cost (`Classifier.explain_cost`:
+# each text's tokens times its distinct tokens + 1); 256 headlines of 15 tokens need 61,440,
+# one 20,000-character text of distinct words ~10 million (seconds of CPU).
+LIMITS = {
+    "max_texts": 256,
+    "max_body_bytes": 1 << 20,
+    "max_text_chars": 20_000,
+    "explain_top": 5,
+    "max_explain_work": 2_000_000,
+}
+REQUEST_TIMEOUT_S = 5.0  # an explanation still running then is stopped: a 503
+SHUTDOWN_GRACE_S = 10.0  # after SIGTERM, requests still running then get a 503
+# The names a loopback-bound server answers to (Host header, any port): another name reaching
+# it is a page that rebound its own DNS name to 127.0.0.1 (DNS rebinding).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+# How often a running explanation checks its deadline and whether its client is still there.
+_POLL_S = 0.02
 
 
 # ------------------------------------------------------------------------------ settings
 
 
 def check_settings(settings: Mapping[str, Any]) -> None:
-    """Refuse a limit (`max_texts`, `max_body_bytes`, `max_text_chars`, `explain_top`) or a
-    `threads` count that is not an integer >= 1, a `port` outside 0-65535 or an empty `host`,
-    as a `ConfigError` naming the key."""
+    """Refuse a limit (`max_texts`, `max_body_bytes`, `max_text_chars`, `explain_top`,
+    `max_explain_work`) or a `threads` count that is not an integer >= 1, a `port` outside
+    0-65535, an empty `host`, a timeout that is not a number of seconds > 0 or an
+    `allowed_hosts` that is not a list of names, as a `ConfigError` naming the key."""
     for key, value in settings.items():
         integer = isinstance(value, int) and not isinstance(value, bool)
+        number = (integer or isinstance(value, float)) and not isinstance(value, bool)
+        if key in ("request_timeout_s", "shutdown_grace_s") and not (
+            number and math.isfinite(value) and value > 0
+        ):
+            raise ConfigError(f"{key}={value}: expected a number of seconds > 0")
+        if key == "allowed_hosts" and not (
+            value is None
+            or (
+                isinstance(value, list | tuple)
+                and value
+                and all(isinstance(h, str) and h for h in value)
+            )
+        ):
+            raise ConfigError(
+                f"allowed_hosts={value}: expected a list of host names (e.g. [example.org]), "
+                '["*"] for any, or null (loopback names on a loopback address, else any)'
+            )
         if key == "port" and not (integer and 0 <= value <= 65535):
             raise ConfigError(f"port={value}: expected a TCP port, 0-65535 (0: any free port)")
         if (key in LIMITS or key == "threads") and not (integer and value >= 1):
@@ -63,6 +104,16 @@ def check_settings(settings: Mapping[str, Any]) -> None:
 # ------------------------------------------------------------------------------ the app
 
 
+def default_allowed_hosts(host: str) -> list[str] | None:
+    """`allowed_hosts=null`: the loopback names when bound to a loopback address (nothing else
+    can reach it by name but a rebinding page), any host otherwise (None)."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    return list(LOOPBACK_HOSTS) if loopback else None
+
+
 def create_app(
     predictor: Any,
     *,
@@ -70,31 +121,45 @@ def create_app(
     max_body_bytes: int = LIMITS["max_body_bytes"],
     max_text_chars: int = LIMITS["max_text_chars"],
     explain_top: int = LIMITS["explain_top"],
+    max_explain_work: int = LIMITS["max_explain_work"],
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+    allowed_hosts: list[str] | None = None,
     model_name: str | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving `predictor` (see the module docstring), with its limits."""
+    """The FastAPI app serving `predictor` (see the module docstring), with its limits.
+    `allowed_hosts`: the Host header names it answers (any port; None or "*": any)."""
     limits = {
         "max_texts": max_texts,
         "max_body_bytes": max_body_bytes,
         "max_text_chars": max_text_chars,
         "explain_top": explain_top,
+        "max_explain_work": max_explain_work,
     }
-    check_settings(limits)
+    check_settings({**limits, "request_timeout_s": request_timeout_s})
+    check_settings({"allowed_hosts": allowed_hosts})
     class_names = [str(name) for name in predictor.class_names]
     if len(class_names) != 2:
         raise ConfigError(f"predictor.class_names={class_names}: expected two class names")
     explain = getattr(predictor, "explain", None)
+    # Without its own measure, a predictor's explanation is costed on whitespace tokens.
+    explain_cost = getattr(predictor, "explain_cost", None) or (
+        lambda texts: sum(len(t.split()) * (len(set(t.split())) + 1) for t in texts)
+    )
     health = {
         "status": "ok",
         "model": model_name or type(predictor).__name__,
         "class_names": class_names,
         "explain": explain is not None,
-        "limits": limits,
+        "limits": {**limits, "request_timeout_s": request_timeout_s},
     }
-    # /docs and /redoc would load Swagger and ReDoc from a CDN; /openapi.json stays.
-    app = FastAPI(title="fakenews_pl", docs_url=None, redoc_url=None)
+    # No schema routes: /docs and /redoc would load Swagger and ReDoc from a CDN, and every
+    # route served is one the 404 text lists.
+    app = FastAPI(title="fakenews_pl", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.health = health
+    app.state.stop_at = None  # set by `serve` on SIGTERM: the end of the shutdown grace
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if allowed_hosts is not None and "*" not in allowed_hosts:
+        app.add_middleware(HostAllowList, hosts=allowed_hosts)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
@@ -102,7 +167,7 @@ def create_app(
     # the class itself (not a string: no `from __future__ import annotations` in this module).
     PredictRequest = _request_model(max_texts, max_text_chars)  # noqa: N806 (a class)
 
-    def respond(texts: list[str], with_explanation: bool) -> dict[str, Any]:
+    def respond(texts: list[str]) -> dict[str, Any]:
         # One batched predict_proba call for the whole request.
         probabilities = np.asarray(predictor.predict_proba(texts), dtype=np.float32)
         labels = predictor.labels(probabilities)
@@ -113,13 +178,50 @@ def create_app(
             }
             for label, row in zip(labels, probabilities.tolist(), strict=True)
         ]
-        if with_explanation:
-            explained = explain(texts, top=explain_top) if explain else [None] * len(texts)
-            for prediction, tokens in zip(predictions, explained, strict=True):
-                prediction["explanation"] = tokens and [
-                    {"token": str(token), "effect": _number(effect)} for token, effect in tokens
-                ]
         return {"predictions": predictions}
+
+    def explain_each(texts: list[str], stop: threading.Event) -> list[Any] | None:
+        # One text at a time, so that a stopped request stops within one text's work.
+        explained = []
+        for text in texts:
+            if stop.is_set():
+                return None
+            explained += explain([text], top=explain_top)
+        return explained
+
+    async def explained(request: Request, texts: list[str]) -> JSONResponse:
+        """`respond` with explanations: refused over the work budget before any work; run in
+        the threadpool, stopped (503) at the deadline, at shutdown, or when the client left."""
+        cost = explain_cost(texts)
+        if cost > max_explain_work:
+            return _error(413, (
+                f"explain: {len(texts)} texts need {cost:,} token-vector additions (each "
+                f"text's tokens times its distinct tokens + 1), at most {max_explain_work:,} "
+                "(max_explain_work) per request; explain fewer or shorter texts"
+            ))  # fmt: skip
+        answer = respond(texts)
+        stop = threading.Event()
+        work = asyncio.ensure_future(run_in_threadpool(explain_each, texts, stop))
+        deadline = time.monotonic() + request_timeout_s
+        try:
+            while not (await asyncio.wait({work}, timeout=_POLL_S))[0]:
+                now, stop_at = time.monotonic(), app.state.stop_at
+                if stop_at is not None and now >= stop_at:
+                    return _error(503, "server: shutting down; send the request again")
+                if now >= deadline:
+                    return _error(503, (
+                        f"explain: not done within {request_timeout_s:g} s (request_timeout_s); "
+                        "explain fewer or shorter texts"
+                    ))  # fmt: skip
+                if await request.is_disconnected():
+                    return _error(503, "client: disconnected")  # nobody reads it
+        finally:
+            stop.set()  # the worker stops at its next text
+        for prediction, tokens in zip(answer["predictions"], work.result(), strict=True):
+            prediction["explanation"] = [
+                {"token": str(token), "effect": _number(effect)} for token, effect in tokens
+            ]
+        return JSONResponse(answer)
 
     # `async def`, and a plain prediction runs right here on the event loop: it is ~0.4 ms of
     # CPU, and a `def` endpoint's threadpool hop cost more than that on 2 cores: 515-520 vs
@@ -128,13 +230,17 @@ def create_app(
     # one text of 20,000 characters, more with a real vocabulary), so it goes to the threadpool
     # and the loop keeps answering meanwhile.
     @app.post("/predict")
-    async def predict(body: PredictRequest) -> JSONResponse:  # type: ignore[valid-type]
+    async def predict(request: Request, body: PredictRequest) -> JSONResponse:  # type: ignore[valid-type]
         """Labels and class probabilities of `texts` (and the tokens behind them)."""
         if not body.texts:
             return JSONResponse({"predictions": []})
-        if body.explain:
-            return JSONResponse(await run_in_threadpool(respond, body.texts, True))
-        return JSONResponse(respond(body.texts, False))
+        if body.explain and explain is not None:
+            return await explained(request, body.texts)
+        answer = respond(body.texts)
+        if body.explain:  # a predictor without explain()
+            for prediction in answer["predictions"]:
+                prediction["explanation"] = None
+        return JSONResponse(answer)
 
     @app.get("/health")
     async def get_health() -> JSONResponse:
@@ -263,13 +369,22 @@ def _json_type(value: Any) -> str:
     return {list: "array", dict: "object"}.get(type(value), type(value).__name__)
 
 
+def routes(app: Any) -> str:
+    """`POST /predict, GET /health, GET /`: every route the app serves, as a 404 lists them."""
+    served = []
+    for route in app.routes:
+        for method in sorted(set(getattr(route, "methods", None) or ()) - {"HEAD"}):
+            served.append(f"{method} {route.path}")
+    return ", ".join(served)
+
+
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     """404 and 405 (and any other HTTPException) as `{"error": ...}`."""
     target = f"{request.method} {request.url.path}"
     if exc.status_code == 404:
-        message = f"{target}: no such route; the routes are {ROUTES}"
+        message = f"{target}: no such route; the routes are {routes(request.app)}"
     elif exc.status_code == 405:
-        message = f"{target}: method not allowed here; the routes are {ROUTES}"
+        message = f"{target}: method not allowed here; the routes are {routes(request.app)}"
     else:
         message = f"{target}: {exc.detail}"
     return _error(exc.status_code, message, getattr(exc, "headers", None))
@@ -328,6 +443,33 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class HostAllowList:
+    """ASGI middleware: a request whose Host header (port aside) is not one of `hosts` gets a
+    400 JSON error before any route runs (a DNS-rebinding page calling a loopback server)."""
+
+    def __init__(self, app: ASGIApp, hosts: list[str]) -> None:
+        self.app = app
+        self.hosts = {h.lower().strip("[]") for h in hosts}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check one request's Host header, then hand it on."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        name = given.rsplit(":", 1)[0] if given.count(":") == 1 else given
+        if given.startswith("["):  # [::1]:8000
+            name = given[1:].split("]", 1)[0]
+        if name.lower() not in self.hosts:
+            message = (
+                f"Host: {given or '(none)'} is not a name this server answers to; expected one "
+                f"of {', '.join(sorted(self.hosts))} (allowed_hosts)"
+            )
+            await _error(400, message)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 # ------------------------------------------------------------------------------ serving
 
 
@@ -348,17 +490,21 @@ def serve(
     access_log: bool = True,
     log_level: str = "info",
     model_name: str | None = None,
-    **limits: int,
+    shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+    **settings: Any,
 ) -> None:
-    """Serve an app, or a predictor (wrapped by `create_app(predictor, **limits)`), on
-    host:port until SIGTERM or Ctrl-C; then uvicorn finishes the requests in flight, releases
-    the port and this returns. A port that cannot be bound is a `ConfigError`. Port 0 takes
-    a free one; the line `serving ... on http://HOST:PORT` names it."""
-    check_settings({"host": host, "port": port})
+    """Serve an app, or a predictor (wrapped by `create_app(predictor, **settings)`, whose
+    `allowed_hosts` default to `default_allowed_hosts(host)`), on host:port until SIGTERM or
+    Ctrl-C; then the requests in flight get `shutdown_grace_s` to finish (those still running
+    get a JSON 503), the port is released and this returns. A port that cannot be bound is a
+    `ConfigError`. Port 0 takes a free one; the line `serving ... on http://HOST:PORT` names
+    it."""
+    check_settings({"host": host, "port": port, "shutdown_grace_s": shutdown_grace_s})
     if isinstance(app_or_predictor, FastAPI):
         app = app_or_predictor
     else:
-        app = create_app(app_or_predictor, model_name=model_name, **limits)
+        settings.setdefault("allowed_hosts", default_allowed_hosts(host))
+        app = create_app(app_or_predictor, model_name=model_name, **settings)
     import uvicorn
 
     # Bound here rather than by uvicorn: a taken port is one line naming `port`, and port 0's
@@ -378,14 +524,22 @@ def serve(
         raise ConfigError(f"{key}={value}: cannot listen on {host}:{port} ({reason})") from exc
     sock.listen(2048)
     bound_port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        # Requests in flight get 10 s to finish after SIGTERM; then the server stops anyway.
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Explanations still running just before the grace ends answer 503 themselves,
+            # so uvicorn never has to cancel a request (its plain-text 500).
+            if getattr(app.state, "stop_at", False) is None:
+                app.state.stop_at = time.monotonic() + max(shutdown_grace_s - 0.5, 0.0)
+            super().handle_exit(sig, frame)
+
+    server = Server(
         uvicorn.Config(
             app,
             log_level=log_level,
             access_log=access_log,
             lifespan="off",
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=shutdown_grace_s,
         )
     )
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, restores the handlers it found and then

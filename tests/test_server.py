@@ -26,7 +26,13 @@ from fakenews_pl import Classifier
 
 REPO = Path(__file__).resolve().parents[1]
 # Small limits, so that each one is reached with a small request.
-LIMITS = {"max_texts": 8, "max_text_chars": 1000, "max_body_bytes": 16384, "explain_top": 5}
+LIMITS = {
+    "max_texts": 8,
+    "max_text_chars": 1000,
+    "max_body_bytes": 16384,
+    "explain_top": 5,
+    "max_explain_work": 20000,
+}
 
 
 @dataclass
@@ -195,9 +201,9 @@ def test_health_names_the_model_and_its_classes(
     health = client.get("/health").json()
     assert health["status"] == "ok"
     assert health["class_names"] == reference.class_names == ["Fake", "True"]
-    assert health["model"] == str(run["ckpt"])
+    assert health["model"] == "last.ckpt"  # the model's name, never a local path
     assert health["explain"] is True
-    assert health["limits"] == LIMITS
+    assert health["limits"] == {**LIMITS, "request_timeout_s": 5.0}
 
 
 def test_the_page_is_self_contained(client: httpx.Client) -> None:
@@ -295,7 +301,7 @@ def _raw(port: int, head: bytes, body: bytes = b"") -> tuple[int, dict]:
 def test_content_length_is_refused_early_and_a_lie_is_not_believed(
     server: Server, client: httpx.Client
 ) -> None:
-    post = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    post = b"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
     # 1 GB announced, nothing sent: refused at once, not after waiting for the body.
     status, answer = _raw(server.port, post + b"Content-Length: 1000000000")
     assert status == 413 and "1,000,000,000 bytes" in answer["error"]
@@ -309,7 +315,11 @@ def test_content_length_is_refused_early_and_a_lie_is_not_believed(
 def test_unknown_routes_and_methods_are_json_errors(client: httpx.Client) -> None:
     missing = client.get("/predictions")
     assert missing.status_code == 404
-    assert missing.json()["error"].startswith("GET /predictions: no such route")
+    assert missing.json()["error"] == (
+        "GET /predictions: no such route; the routes are POST /predict, GET /health, GET /"
+    )
+    for schema in ("/openapi.json", "/docs", "/redoc"):  # every route served is listed
+        assert client.get(schema).status_code == 404
     wrong = client.get("/predict")
     assert wrong.status_code == 405 and "POST /predict" in wrong.json()["error"]
 
@@ -433,3 +443,125 @@ def test_any_predictor_is_served_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert httpx.post(f"{s.url}/predict", json={"texts": ["a"] * 5}).status_code == 413
         s.proc.send_signal(signal.SIGTERM)
         assert s.proc.wait(timeout=10) == 0, s.tail()
+
+
+# ------------------------------------------------------------------------------ bounded work
+
+
+def test_an_explanation_over_the_work_budget_is_refused_before_any_work(
+    client: httpx.Client, reference: Classifier
+) -> None:
+    """12 texts of 20,000 characters with explain cost ~30 s of CPU under a 1 MiB body."""
+    words = [f"w{i}" for i in range(140)]
+    texts = [" ".join(words[i:] + words[:i]) for i in range(8)]  # 140 distinct tokens each
+    cost = reference.explain_cost(texts)
+    assert cost > LIMITS["max_explain_work"]
+    refused = client.post("/predict", json={"texts": texts, "explain": True})
+    assert refused.status_code == 413
+    assert refused.json()["error"] == (
+        f"explain: 8 texts need {cost:,} token-vector additions (each text's tokens times its "
+        f"distinct tokens + 1), at most 20,000 (max_explain_work) per request; explain fewer "
+        "or shorter texts"
+    )
+    assert client.post("/predict", json={"texts": texts}).status_code == 200  # no explain: fine
+
+
+def test_only_loopback_names_reach_a_loopback_server(server: Server) -> None:
+    """A DNS-rebinding page reaches 127.0.0.1 under its own name: refused."""
+    for host, status in (
+        ("evil.example", 400),
+        (f"evil.example:{server.port}", 400),
+        (f"localhost:{server.port}", 200),
+        (f"127.0.0.1:{server.port}", 200),
+        (f"[::1]:{server.port}", 200),
+    ):
+        answer = httpx.get(f"{server.url}/health", headers={"Host": host})
+        assert answer.status_code == status, host
+    refused = httpx.post(
+        f"{server.url}/predict", headers={"Host": "evil.example"}, json={"texts": ["a"]}
+    )
+    assert refused.json()["error"] == (
+        "Host: evil.example is not a name this server answers to; expected one of 127.0.0.1, "
+        "::1, localhost (allowed_hosts)"
+    )
+
+
+SLOW = """
+import sys, time
+import numpy as np
+from fakenews_pl import server
+
+class Slow:
+    # Explaining takes 0.25 s a text and says so on stdout: the test counts the work done.
+    class_names = ["Fake", "True"]
+
+    def predict_proba(self, texts):
+        return np.tile(np.array([[0.25, 0.75]], dtype=np.float32), (len(texts), 1))
+
+    def labels(self, probabilities):
+        return ["True"] * len(probabilities)
+
+    def explain(self, texts, top):
+        time.sleep(0.25)
+        print("explained", flush=True)
+        return [[("w", 0.5)] for _ in texts]
+
+server.serve(Slow(), "127.0.0.1", int(sys.argv[1]), model_name="slow",
+             request_timeout_s=1.5, shutdown_grace_s=1.0)
+"""
+
+
+def _explained(log: Path) -> int:
+    return log.read_text().count("explained\n")
+
+
+@pytest.mark.slow
+def test_explanations_stop_at_the_deadline_when_the_client_leaves_and_at_sigterm(
+    tmp_path: Path,
+) -> None:
+    port, log = free_port(), tmp_path / "log"
+    texts = {"texts": [f"text {i}" for i in range(40)], "explain": True}  # 10 s of work
+    with serving(["-c", SLOW, str(port)], log, port, timeout=60) as s:
+        with httpx.Client(base_url=s.url, timeout=30) as http:
+            started = time.monotonic()
+            late = http.post("/predict", json=texts)
+            took = time.monotonic() - started
+            assert late.status_code == 503 and 1.4 < took < 2.5, took
+            assert late.json()["error"] == (
+                "explain: not done within 1.5 s (request_timeout_s); explain fewer or shorter texts"
+            )
+            time.sleep(0.6)
+            done = _explained(log)
+            time.sleep(0.6)
+            assert _explained(log) == done <= 8  # stopped, not the 40 texts
+            # A client that leaves: its work stops too, and other requests are answered.
+            with pytest.raises(httpx.ReadTimeout):
+                http.post("/predict", json=texts, timeout=0.5)
+            started = time.monotonic()
+            assert http.get("/health").status_code == 200
+            assert time.monotonic() - started < 0.5
+            time.sleep(0.8)
+            done = _explained(log)
+            time.sleep(0.6)
+            assert _explained(log) == done <= 8 + 5
+            # SIGTERM with a request running: it gets the JSON 503 within the grace (1 s),
+            # and the process exits within the grace + 1 s.
+            pending = {}
+
+            def ask() -> None:
+                pending["answer"] = http.post("/predict", json=texts)
+
+            import threading
+
+            asking = threading.Thread(target=ask)
+            asking.start()
+            time.sleep(0.4)
+            s.proc.send_signal(signal.SIGTERM)
+            stopped = time.monotonic()
+            assert s.proc.wait(timeout=10) == 0, s.tail()
+            assert time.monotonic() - stopped <= 2.0
+            asking.join(timeout=10)
+            answer = pending["answer"]
+            assert answer.status_code == 503, answer.text
+            assert answer.json() == {"error": "server: shutting down; send the request again"}
+    assert "Traceback" not in s.tail()
