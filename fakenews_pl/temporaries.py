@@ -296,16 +296,17 @@ def replace_directory(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def _discard(path: Path) -> None:
-    """Remove the previous version `replace_directory` moved aside: a directory, or a file or
-    link that stood at the target (rmtree alone would leave those behind)."""
+def _discard(path: Path) -> bool:
+    """Remove `path`, a directory tree or a file or link (rmtree alone would leave those
+    behind); False when it is already gone. Other OSErrors propagate."""
     try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink()
     except FileNotFoundError:
-        pass
+        return False
+    return True
 
 
 def refuse_input_as_output(
@@ -392,12 +393,8 @@ def _remove(temp: Temporary) -> int | None:
         return None
     size = _size(path)
     try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except FileNotFoundError:
-        return None  # another cleaner got there first
+        if not _discard(path):
+            return None  # another cleaner got there first
     except OSError:
         return None  # not ours to remove (permissions): left alone
     return size
