@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import signal
 import subprocess
 import sys
@@ -248,7 +247,7 @@ def test_a_resumed_or_extended_search_never_repeats_its_values(
 
 
 def test_study_names_are_one_segment_and_a_study_dir_is_never_anothers(
-    compose_train, monkeypatch, cli_overrides, tmp_path: Path, capsys
+    compose_train, monkeypatch, cli_overrides, tmp_path: Path
 ) -> None:
     """`search.study_name=conc2/` used to write into study conc2's directory, deleting its
     trials/0 and replacing its best.yaml."""
@@ -260,12 +259,14 @@ def test_study_names_are_one_segment_and_a_study_dir_is_never_anothers(
     cfg = _search_cfg(compose_train, tmp_path, "search.n_trials=1", "search.study_name=conc2")
     search.run_search(cfg, logs / "conc2")
     before = {p: p.read_bytes() for p in (logs / "conc2").rglob("*") if p.is_file()}
-    argv = ["search.py", *cli_overrides(tmp_path), "search.study_name=conc2/", "search.n_trials=1"]
-    monkeypatch.setattr(sys, "argv", argv)
-    with pytest.raises(SystemExit) as info:  # as `python search.py ...`: refused before Hydra
-        runpy.run_path(str(REPO / "search.py"), run_name="__main__")  # makes any directory
-    assert info.value.code == 2
-    assert capsys.readouterr().err.startswith("error: search.study_name=conc2/: expected one")
+    argv = [*cli_overrides(tmp_path), "search.study_name=conc2/", "search.n_trials=1"]
+    refused = subprocess.run(  # refused before Hydra makes any directory
+        [sys.executable, "search.py", *argv], cwd=REPO, capture_output=True, text=True,
+        timeout=120, env={**os.environ, "PROJECT_ROOT": str(REPO)},
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: search.study_name=conc2/: expected one name")
+    assert refused.stderr.count("\n") == 1
     other = _search_cfg(compose_train, tmp_path, "search.n_trials=1", "search.study_name=other")
     with pytest.raises(search.UserError, match="holds study 'conc2'.*not 'other'"):
         search.run_search(other, logs / "conc2")  # a directory records its own study
