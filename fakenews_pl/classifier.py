@@ -34,8 +34,9 @@ from fakenews_pl.head import DenseHead
 
 # Intra-op threads of a prediction. The work is small products and lookups: on a busy 2-core
 # machine a second OpenMP thread waits for a core in each of them (one text took ~7 ms instead
-# of 0.35 ms, a batch of 1,024 78 ms instead of 2.5 ms: README, "Prediction speed"); on an idle
-# one it gains ~1.4x at batch 1,024. `Classifier.threads = None` keeps torch's count.
+# of 0.35 ms, a batch of 1,024 78 ms instead of 2.5 ms: docs/benchmarks.md, "Prediction
+# speed"); on an idle one it gains ~1.4x at batch 1,024. `Classifier.threads = None` keeps
+# torch's count.
 THREADS = 1
 
 

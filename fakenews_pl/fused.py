@@ -17,8 +17,8 @@ Adam: rows, not the table); the count found on entry comes back around a dense t
 gradient and update (`dense_table_adam`), which are large, and after the epoch or step. MKL
 splits even a 32-row matrix product across its threads; on a shared machine one of them waits
 for a core in each product (beside a busy process on 2 cores: 0.2-0.8 ms per product instead
-of 25-55 us, and default demo runs of up to 60 s instead of at most 27 s; README, "Shared
-machine"). The weights are identical either way (tested), except in the last bits where a
+of 25-55 us, and default demo runs of up to 60 s instead of at most 27 s; docs/benchmarks.md,
+"Shared machine"). The weights are identical either way (tested), except in the last bits where a
 minibatch has 5-7 or 9-11 rows: MKL's 2-thread products of those sizes sum in another order
 than its 1-thread ones.
 

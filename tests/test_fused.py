@@ -107,7 +107,7 @@ def test_step_threads_train_identical_weights_and_restore_the_count(
 
     (The demo's last minibatch has 22 rows; MKL's 2-thread products of 5-7 or 9-11 rows sum
     in another order than its 1-thread ones, so a run ending on one of those would differ in
-    the last bits: see README, "Shared machine".)"""
+    the last bits: see docs/benchmarks.md, "Shared machine".)"""
     calls: list[int] = []
     set_threads = torch.set_num_threads
     monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), set_threads(n)))

@@ -1,6 +1,6 @@
 """model.optimizer=keras_adam against tf.keras itself: the optimizer given the same gradients
 (bit for bit), and a short lockstep of the notebook's Keras model and ours on a tiny module
-(benchmarks/lockstep_keras.py; README, "Parity with the Keras notebook")."""
+(benchmarks/lockstep_keras.py; docs/parity.md)."""
 
 from __future__ import annotations
 
