@@ -45,11 +45,13 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (YAML's `true` is not a count)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """An int or float that is not a bool."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -88,7 +90,7 @@ def check_model(cfg: DictConfig) -> None:
     _check(
         cfg,
         "model.hidden_sizes",
-        lambda v: len(v) > 0 and all(_is_int(n) and n >= 1 for n in v),
+        lambda v: len(v) > 0 and all(is_int(n) and n >= 1 for n in v),
         "a non-empty list of layer widths >= 1, e.g. [256,64]",
     )
     sizes = cfg.model.get("hidden_sizes") or []
@@ -101,37 +103,37 @@ def check_model(cfg: DictConfig) -> None:
     _check(
         cfg,
         "model.dropouts",
-        lambda v: all(_is_number(p) and 0 <= p < 1 for p in v),
+        lambda v: all(is_number(p) and 0 <= p < 1 for p in v),
         "rates in [0, 1)",
     )
-    _check(cfg, "model.lr", lambda v: _is_number(v) and v > 0, "a learning rate > 0")
-    _check(cfg, "model.adam_eps", lambda v: _is_number(v) and v > 0, "an epsilon > 0")
+    _check(cfg, "model.lr", lambda v: is_number(v) and v > 0, "a learning rate > 0")
+    _check(cfg, "model.adam_eps", lambda v: is_number(v) and v > 0, "an epsilon > 0")
 
 
 def check_data(cfg: DictConfig) -> None:
     """`data.*`: batch sizes, split fractions."""
     for key in ("data.batch_size", "data.eval_batch_size"):
-        _check(cfg, key, lambda v: _is_int(v) and v >= 1, "a batch size >= 1")
+        _check(cfg, key, lambda v: is_int(v) and v >= 1, "a batch size >= 1")
     for key in ("data.test_size", "data.val_fraction"):
-        _check(cfg, key, lambda v: _is_number(v) and 0 < v < 1, "a fraction in (0, 1)")
-    _check(cfg, "data.num_workers", lambda v: _is_int(v) and v >= 0, "a worker count >= 0")
+        _check(cfg, key, lambda v: is_number(v) and 0 < v < 1, "a fraction in (0, 1)")
+    _check(cfg, "data.num_workers", lambda v: is_int(v) and v >= 0, "a worker count >= 0")
 
 
 def check_trainer(cfg: DictConfig) -> None:
     """`trainer.*`: epochs, precision, and an accelerator and device count that exist."""
-    _check(cfg, "trainer.max_epochs", lambda v: _is_int(v) and v >= 1, "an epoch count >= 1")
+    _check(cfg, "trainer.max_epochs", lambda v: is_int(v) and v >= 1, "an epoch count >= 1")
     max_epochs = cfg.trainer.get("max_epochs")
     _check(
         cfg,
         "trainer.min_epochs",
-        lambda v: v is None or (_is_int(v) and 0 <= v <= max_epochs),
+        lambda v: v is None or (is_int(v) and 0 <= v <= max_epochs),
         f"an epoch count between 0 and trainer.max_epochs ({max_epochs})",
     )
     for split in ("train", "val", "test"):
         _check(
             cfg,
             f"trainer.limit_{split}_batches",
-            lambda v: v is None or (_is_int(v) and v >= 0) or (_is_number(v) and 0 <= v <= 1),
+            lambda v: v is None or (is_int(v) and v >= 0) or (is_number(v) and 0 <= v <= 1),
             "a batch count >= 0, a fraction in [0, 1], or null",
         )
     _check(cfg, "trainer.precision", lambda v: v in PRECISIONS, f"one of {list(PRECISIONS)}")
@@ -147,14 +149,14 @@ def check_trainer(cfg: DictConfig) -> None:
             "a machine with a CUDA GPU; this one has none (use trainer=cpu or trainer=ddp_cpu)",
         )
         _require(
-            devices in (-1, "auto") or (_is_int(devices) and 1 <= devices <= available),
+            devices in (-1, "auto") or (is_int(devices) and 1 <= devices <= available),
             "trainer.devices",
             devices,
             f"-1 or a count between 1 and the {available} GPU(s) this machine has",
         )
     else:
         _require(
-            devices in (-1, "auto") or (_is_int(devices) and devices >= 1),
+            devices in (-1, "auto") or (is_int(devices) and devices >= 1),
             "trainer.devices",
             devices,
             "-1, 'auto' or a process count >= 1",
@@ -213,7 +215,7 @@ def check_train_config(cfg: DictConfig, multirun: bool | None = None) -> None:
     check_trainer(cfg)
     check_multirun_strategy(cfg, in_multirun() if multirun is None else multirun)
     _check(cfg, "report_on", lambda v: v in REPORT_ON, f"one of {list(REPORT_ON)}")
-    _check(cfg, "seed", lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32 - 1]")
+    _check(cfg, "seed", lambda v: is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32 - 1]")
     check_checkpointing(cfg)
     _check(cfg, "trainable", lambda v: isinstance(v, bool), "true or false")
     ckpt = cfg.get("ckpt_path")
@@ -236,8 +238,8 @@ def check_predict_config(cfg: DictConfig) -> None:
     if (cfg.text is None) == (cfg.input is None) or (cfg.input is not None) != bool(cfg.output):
         raise ConfigError("give text=... or both input=FILE.csv and output=OUT.csv")
     _check(cfg, "explain", lambda v: isinstance(v, bool), "true or false")
-    _check(cfg, "explain_top", lambda v: _is_int(v) and v >= 1, "a token count >= 1")
-    _check(cfg, "chunk_rows", lambda v: _is_int(v) and v >= 1, "a row count >= 1")
+    _check(cfg, "explain_top", lambda v: is_int(v) and v >= 1, "a token count >= 1")
+    _check(cfg, "chunk_rows", lambda v: is_int(v) and v >= 1, "a row count >= 1")
     _check(cfg, "format", lambda v: v in (None, "notebook", "csv"), "notebook, csv or null")
     check_checkpoint_and_device(cfg, bundles=True)
     if cfg.input is None:

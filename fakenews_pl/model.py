@@ -264,7 +264,9 @@ class FakeNewsClassifier(LightningModule):
             row.update(self._val_row)
         self.history.append(row)
         if not all(math.isfinite(value) for value in row.values()):
-            self.trainer.should_stop = True  # diverged: train.py reports it (pipeline.diverged)
+            self.trainer.should_stop = (
+                True  # diverged: train.py reports it (pipeline.refuse_divergence)
+            )
 
     def on_test_epoch_end(self) -> None:
         """Log the test loss and accuracy."""

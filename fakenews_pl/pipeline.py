@@ -260,19 +260,13 @@ def refuse_divergence(model: FakeNewsClassifier, out_dir: str) -> None:
         if not bad:
             continue
         metrics = {"status": "diverged", "diverged_epoch": row["epoch"], "diverged_keys": bad}
-        write_json(Path(out_dir) / "metrics.json", metrics)
+        temporaries.write_json(Path(out_dir) / "metrics.json", metrics)
         hp = model.hparams
         raise TrainingDiverged(
             f"the run diverged: {', '.join(f'{k}={row[k]}' for k in bad)} at epoch "
             f"{row['epoch']} (model.lr={hp.lr}); nothing is reported (metrics.json says "
             "diverged): lower model.lr, or check the data and the embedding for extreme values"
         )
-
-
-def write_json(path: Path, content: dict[str, Any]) -> None:
-    """`content` as indented JSON at `path`, written atomically."""
-    with temporaries.atomic_file(path, "w", encoding="utf-8") as f:
-        f.write(json.dumps(content, indent=2) + "\n")
 
 
 def write_run_info(cfg: DictConfig, trainer: Trainer, started: float) -> None:

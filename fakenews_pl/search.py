@@ -196,9 +196,7 @@ def run_trial(cfg: DictConfig, trial: optuna.Trial, prune_on: str) -> dict[str, 
     info = {"weights": pipeline.REPORT_ON[cfg.report_on], "search trial": trial.number}
     metrics = pipeline.write_report(reported, datamodule, cfg.paths.output_dir, info, synthetic)
     metrics.update(validation_metrics(reported, datamodule))
-    path = Path(cfg.paths.output_dir) / "metrics.json"
-    with temporaries.atomic_file(path, "w", encoding="utf-8") as f:
-        f.write(json.dumps(metrics, indent=2) + "\n")
+    temporaries.write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
     pipeline.write_run_info(cfg, trainer, started)
     return metrics
 
@@ -316,8 +314,7 @@ def claim_study_dir(sweep_dir: Path, name: str) -> None:
                 f"{name!r}; a search writes only into its own study's directory"
             )
         return
-    with temporaries.atomic_file(record, "w", encoding="utf-8") as f:
-        f.write(json.dumps({"study_name": name}) + "\n")
+    temporaries.write_json(record, {"study_name": name})
 
 
 def check_study_name(name: Any) -> str:
@@ -418,7 +415,11 @@ def _distribution(spec: DictConfig) -> optuna.distributions.BaseDistribution:
         if not isinstance(choices, ListConfig) or len(choices) == 0:
             raise ValueError("expected a non-empty list of choices")
         return optuna.distributions.CategoricalDistribution(list(choices))
-    number, expected = (_is_int, "an integer") if kind == "int" else (_is_number, "a number")
+    number, expected = (
+        (config.is_int, "an integer")
+        if kind == "int"
+        else (lambda v: config.is_number(v) and math.isfinite(v), "a number")
+    )
     for field in ("low", "high"):
         if not number(spec.get(field)):
             raise ValueError(f"{field}={spec.get(field)}: expected {expected}")
@@ -434,14 +435,6 @@ def _distribution(spec: DictConfig) -> optuna.distributions.BaseDistribution:
     return optuna.distributions.FloatDistribution(
         spec.low, spec.high, log=spec.get("log", False), step=spec.get("step")
     )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_search_config(cfg: DictConfig) -> None:
@@ -461,7 +454,7 @@ def check_search_config(cfg: DictConfig) -> None:
         )
     check_study_name(s.study_name)
     max_failed = s.get("max_failed_trials")
-    if max_failed is not None and not (_is_int(max_failed) and max_failed >= 0):
+    if max_failed is not None and not (config.is_int(max_failed) and max_failed >= 0):
         raise ConfigError(f"search.max_failed_trials={max_failed}: expected a count >= 0 or null")
     check_space(s.space)
     for key in s.space:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -331,6 +332,12 @@ def refuse_input_as_output(
                 f"{key}={out} {where} {source}, which this command reads; expected a path "
                 "that is not one of its inputs (inputs are never written over)"
             )
+
+
+def write_json(path: str | os.PathLike, content: Any) -> None:
+    """`content` as indented JSON at `path`, written atomically (`atomic_file`)."""
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(content, indent=2) + "\n")
 
 
 def umask() -> int:
