@@ -13,7 +13,9 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from pytorch_lightning import seed_everything  # noqa: E402
 
-from fakenews_pl import config, demo, errors, pipeline  # noqa: E402
+from fakenews_pl import errors  # noqa: E402
+from fakenews_pl.data import demo  # noqa: E402
+from fakenews_pl.training import config, pipeline  # noqa: E402
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

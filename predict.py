@@ -13,8 +13,9 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from fakenews_pl import config, errors, temporaries  # noqa: E402
-from fakenews_pl.classifier import Classifier, format_effects  # noqa: E402
+from fakenews_pl import errors, temporaries  # noqa: E402
+from fakenews_pl.serving.classifier import Classifier, format_effects  # noqa: E402
+from fakenews_pl.training import config  # noqa: E402
 
 
 def predict(cfg: DictConfig) -> list[str]:

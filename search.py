@@ -16,7 +16,8 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from fakenews_pl import errors, search  # noqa: E402
+from fakenews_pl import errors  # noqa: E402
+from fakenews_pl.training import search  # noqa: E402
 
 
 def _train_overrides() -> list[str]:

@@ -13,8 +13,10 @@ import hydra  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from fakenews_pl import config, errors, server  # noqa: E402
-from fakenews_pl.classifier import Classifier  # noqa: E402
+from fakenews_pl import errors  # noqa: E402
+from fakenews_pl.serving import server  # noqa: E402
+from fakenews_pl.serving.classifier import Classifier  # noqa: E402
+from fakenews_pl.training import config  # noqa: E402
 
 LIMITS = ("max_texts", "max_body_bytes", "max_text_chars", "explain_top", "max_explain_work")
 

@@ -16,7 +16,8 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from pytorch_lightning import seed_everything  # noqa: E402
 
-from fakenews_pl import config, errors, pipeline  # noqa: E402
+from fakenews_pl import errors  # noqa: E402
+from fakenews_pl.training import config, pipeline  # noqa: E402
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:

@@ -37,7 +37,7 @@ SIZES = {
 
 
 def seed_texts(data_dir: Path) -> list[str]:
-    from fakenews_pl.corpus import read_labelled_csv
+    from fakenews_pl.data.corpus import read_labelled_csv
 
     files = sorted(data_dir.glob("*.csv.gz"))
     if not files:
@@ -47,7 +47,7 @@ def seed_texts(data_dir: Path) -> list[str]:
 
 def build_module(name: str, texts: list[str], out: Path) -> None:
     """Export a module of the real size (run in a child process to keep TF memory apart)."""
-    from fakenews_pl.hub_module import export_text_embedding
+    from fakenews_pl.hub.hub_module import export_text_embedding
 
     rows, dim, buckets = SIZES[name]
     words = list(dict.fromkeys(w for t in texts for w in t.split(" ") if w))
@@ -75,7 +75,7 @@ def throughput(
     import tensorflow as tf
     import tensorflow_hub as hub
 
-    from fakenews_pl.embedding import HubEmbedding
+    from fakenews_pl.hub.embedding import HubEmbedding
 
     tf_module, ours = hub.load(str(module_dir)), HubEmbedding.load(artifact_dir)
     batches = [texts[i : i + batch] for i in range(0, len(texts), batch)]

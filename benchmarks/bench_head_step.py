@@ -24,8 +24,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from fakenews_pl.head import DenseHead
-from fakenews_pl.optim import stepper
+from fakenews_pl.nn.head import DenseHead
+from fakenews_pl.nn.optim import stepper
 
 
 def main() -> None:

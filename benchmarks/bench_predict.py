@@ -24,7 +24,8 @@ Before any timing, max |P(True) ours - Keras| over all texts must be <= 1e-4 (ex
 times also give the single-text latency p50/p99; batch 32 is 100 calls and batch 1024 20 calls
 of full batches. Every way gets warm-up calls first (graph tracing is not timed).
 
-(b) Server: `fakenews_pl.server.create_app` + `serve` (the same code for both, access log off,
+(b) Server: `fakenews_pl.serving.server.create_app` + `serve` (the same code for both, access
+log off,
 default limits) around ours, and around `KerasPredictor` (the direct `model(tf.constant(x))`
 call), each in its own process on 127.0.0.1 (this file's `--serve-child` mode, port 0), both
 up at once and measured in turn per concurrency. An httpx async client in this process sends a
@@ -117,7 +118,7 @@ def seeded_head(seed: int) -> Any:
     """The notebook's head with Keras's initialisation and, for the copy check, random biases."""
     import torch
 
-    from fakenews_pl.head import DenseHead
+    from fakenews_pl.nn.head import DenseHead
 
     torch.manual_seed(seed)
     head = DenseHead(SIZES[SIZE][1], HIDDEN, DROPOUTS)
@@ -131,7 +132,7 @@ def load_head(path: Path) -> Any:
     """The head saved by the parent (`head.pt`, a state dict)."""
     import torch
 
-    from fakenews_pl.head import DenseHead
+    from fakenews_pl.nn.head import DenseHead
 
     head = DenseHead(SIZES[SIZE][1], HIDDEN, DROPOUTS)
     head.load_state_dict(torch.load(path, weights_only=True))
@@ -140,8 +141,8 @@ def load_head(path: Path) -> Any:
 
 def ours_classifier(artifact: Path, head: Any) -> Any:
     """Our model: the converted table and the head, in evaluation mode."""
-    from fakenews_pl.classifier import Classifier
-    from fakenews_pl.embedding import HubEmbedding
+    from fakenews_pl.hub.embedding import HubEmbedding
+    from fakenews_pl.serving.classifier import Classifier
 
     return Classifier(HubEmbedding.load(artifact), head, CLASS_NAMES)
 
@@ -305,7 +306,7 @@ def serve_yaml_threads() -> int | None:
 
 def serve_child(kind: str, setup_file: Path) -> None:
     """`--serve-child`: load one model and serve it on 127.0.0.1, a free port, until SIGTERM.
-    `fakenews_pl.server.serve` prints the line with the port. Threads: `--threads` for both;
+    `fakenews_pl.serving.server.serve` prints the line with the port. Threads: `--threads` for both;
     without it, ours as `serve.py` runs it (conf/serve.yaml's `threads`), Keras TF's own."""
     setup = json.loads(setup_file.read_text())
     configure_threads(setup["threads"])
@@ -318,7 +319,7 @@ def serve_child(kind: str, setup_file: Path) -> None:
         predictor = ours_classifier(Path(setup["artifact"]), head)
     else:
         predictor = KerasPredictor(keras_model(Path(setup["module"]), head))
-    from fakenews_pl import server
+    from fakenews_pl.serving import server
 
     app = server.create_app(predictor, model_name=f"bench_predict {kind}")
     server.serve(app, "127.0.0.1", 0, access_log=False, log_level="warning")
@@ -485,7 +486,7 @@ def servers(
     setup_file: Path, work: Path, texts: list[str], requests: dict[int, int]
 ) -> dict[str, Any]:
     """Both servers up at once; per concurrency ours then Keras; then /health on ours."""
-    from fakenews_pl.server import LIMITS
+    from fakenews_pl.serving.server import LIMITS
 
     # The served limit on text length (a few seed-fakenews texts are longer): skipped here.
     fit = [t for t in texts if len(t) <= LIMITS["max_text_chars"]]

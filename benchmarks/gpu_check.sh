@@ -122,7 +122,7 @@ if data_dir.is_dir() and len(list(data_dir.glob("*.csv.gz"))) == 6:
     texts, labels = pt.load_seed_data(data_dir)
     data_note = f"seed-fakenews ({data_dir})"
 else:
-    from fakenews_pl.demo import make_headlines
+    from fakenews_pl.data.demo import make_headlines
 
     frame = make_headlines(21_141, 42)
     texts = frame["text"].tolist()

@@ -54,7 +54,7 @@ def build_model(module: str, dim: int, trainable: bool):
         # (export_v2.py lists the table); without them --trainable would train the head only.
         raise SystemExit(
             f"--trainable: {module} lists no trainable_variables, so Keras would fine-tune "
-            "nothing but the head; re-export it with fakenews_pl.hub_module"
+            "nothing but the head; re-export it with fakenews_pl.hub.hub_module"
         )
     model = keras.Sequential(
         [

@@ -110,8 +110,8 @@ def ours_model(artifact: str | Path, trainable: bool, optimizer: str, start: dic
     optimizers, stepped by `training_step` as Lightning would (manual optimization)."""
     import torch
 
-    from fakenews_pl.model import FakeNewsClassifier
-    from fakenews_pl.optim import TouchedRowAdam
+    from fakenews_pl.nn.optim import TouchedRowAdam
+    from fakenews_pl.training.model import FakeNewsClassifier
 
     model = FakeNewsClassifier(
         str(artifact), trainable=trainable, dropouts=(0.0, 0.0), optimizer=optimizer

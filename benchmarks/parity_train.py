@@ -200,7 +200,7 @@ def load_seed_data(data_dir: Path) -> tuple[list[str], list[int]]:
     import numpy as np
     from sklearn.preprocessing import LabelEncoder
 
-    from fakenews_pl.corpus import read_labelled_csv
+    from fakenews_pl.data.corpus import read_labelled_csv
 
     files = sorted(data_dir.glob("*.csv.gz"))
     if len(files) != 6:

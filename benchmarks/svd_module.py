@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fakenews_pl.hub_module import export_text_embedding
-from fakenews_pl.tokenizer import HubTokenizer, TextRecipe
+from fakenews_pl.hub.hub_module import export_text_embedding
+from fakenews_pl.hub.tokenizer import HubTokenizer, TextRecipe
 
 # Overall standard deviation of the word vectors (and of the filler rows).
 STD = 0.1
@@ -90,7 +90,7 @@ def write_svd_artifact(
     """
     import torch
 
-    from fakenews_pl import artifact
+    from fakenews_pl.hub import artifact
 
     vocab, table = svd_table(texts, dim, rows, oov_buckets, seed)
     meta = {

@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fakenews_pl.convert import (
+from fakenews_pl.hub.convert import (
     DEFAULT_RELATIVE_TOLERANCE,
     DEFAULT_TOLERANCE,
     DTYPE_CHOICES,

@@ -5,13 +5,13 @@
     python scripts/export_model.py CKPT --tfhub tfhub_module/ --keras keras_model/  # + the head
     python scripts/export_model.py CKPT exported/ --onnx          # with exported/model.onnx
 
-The bundle (`fakenews_pl.bundle`) holds the embedding artifact (the fine-tuned table when the
-run trained it), the head as safetensors, the class names, the text recipe and the sha256 of
-every file; `Classifier.load("exported/")`, `predict.py ckpt_path=exported/` and `serve.py`
-load it without Lightning, Hydra or TensorFlow. `--tfhub` writes the embedding as a TF2
+The bundle (`fakenews_pl.serving.bundle`) holds the embedding artifact (the fine-tuned table
+when the run trained it), the head as safetensors, the class names, the text recipe and the
+sha256 of every file; `Classifier.load("exported/")`, `predict.py ckpt_path=exported/` and
+`serve.py` load it without Lightning, Hydra or TensorFlow. `--tfhub` writes the embedding as a TF2
 TF-Hub-format SavedModel with the source module's text recipe (`hub.KerasLayer` loads it;
 needs the `[tf]` extra). `--onnx` adds the whole classifier as model.onnx (the pooling plan
-as inputs: `fakenews_pl.onnx_export`; the `[onnx]` extra). CKPT may also be a bundle. Every
+as inputs: `fakenews_pl.serving.onnx_export`; the `[onnx]` extra). CKPT may also be a bundle. Every
 output appears only once complete; errors are one line on stderr (exit status 2).
 """
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             check_output(flag, out, MARKERS[flag], args.overwrite)
         if not (args.source.is_file() or (args.source / "bundle.json").is_file()):
             raise UserError(f"{args.source}: expected a checkpoint file or an exported bundle")
-        from fakenews_pl.classifier import Classifier
+        from fakenews_pl.serving.classifier import Classifier
 
         clf = Classifier.load(args.source)
         for flag, out in outputs.items():
@@ -106,13 +106,13 @@ def main(argv: list[str] | None = None) -> int:
             table = "fine-tuned" if info["fine_tuned"] else "frozen"
             print(f"wrote {args.out_dir}: {len(info['sha256'])} files, {table} embedding")
         if args.tfhub is not None:
-            from fakenews_pl.tfhub_export import export_tfhub
+            from fakenews_pl.hub.tfhub_export import export_tfhub
 
             tuned = None if clf.table_from_artifact else clf.embedding.weight.detach().cpu()
             export_tfhub(args.tfhub, clf.embedding.meta["path"], tuned, overwrite=args.overwrite)
             print(f"wrote {args.tfhub}: a TF-Hub-format SavedModel (hub.KerasLayer loads it)")
         if args.keras is not None:
-            from fakenews_pl.tfhub_export import export_keras_classifier
+            from fakenews_pl.hub.tfhub_export import export_keras_classifier
 
             layers = [
                 (layer.weight.detach().cpu().numpy(), layer.bias.detach().cpu().numpy())

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from fakenews_pl.errors import UserError
-from fakenews_pl.summary import SUMMARY_FILES, write_summary
+from fakenews_pl.training.summary import SUMMARY_FILES, write_summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from fakenews_pl import demo
+from fakenews_pl.data import demo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED_DATA = REPO_ROOT.parent / "shared" / "data" / "seed-fakenews"
@@ -146,7 +146,7 @@ def seed_data() -> Path:
 @pytest.fixture
 def hash_counter(monkeypatch: pytest.MonkeyPatch) -> Counter:
     """Counts `artifact.sha256_file` calls by file name from here on."""
-    from fakenews_pl import artifact
+    from fakenews_pl.hub import artifact
 
     counts: Counter = Counter()
     real = artifact.sha256_file

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fakenews_pl import artifact
-from fakenews_pl.tokenizer import TextRecipe
+from fakenews_pl.hub import artifact
+from fakenews_pl.hub.tokenizer import TextRecipe
 
 VOCAB = ["the", "fake", "news", "ünïcode"]
 META = {"source": "test", "oov_buckets": 2, "combiner": "mean", "recipe": TextRecipe().to_dict()}

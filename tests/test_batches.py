@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fakenews_pl import batches
+from fakenews_pl.data import batches
 
 
 def _bags(lengths: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

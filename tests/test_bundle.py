@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from fakenews_pl import Classifier, artifact, bundle
-from fakenews_pl.bundle import BundleError
+from fakenews_pl import Classifier
+from fakenews_pl.hub import artifact
+from fakenews_pl.serving import bundle
+from fakenews_pl.serving.bundle import BundleError
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["Did Miley Cyrus secretly get married?", "", "Senate passes the budget bill", "a a a"]
@@ -190,7 +192,7 @@ def test_export_model_py_tfhub_round_trips_the_fine_tuned_table(
     runs: dict[str, Path], tmp_path: Path
 ) -> None:
     pytest.importorskip("tensorflow_hub")
-    from fakenews_pl.convert import convert
+    from fakenews_pl.hub.convert import convert
 
     tfhub, keras_dir = tmp_path / "module", tmp_path / "keras"
     command = [sys.executable, "scripts/export_model.py", str(runs["tuned"])]

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fakenews_pl import batches
-from fakenews_pl.callbacks import PooledFeatures, pool_corpus
-from fakenews_pl.data import FakeNewsDataModule
-from fakenews_pl.model import FakeNewsClassifier
+from fakenews_pl.data import batches
+from fakenews_pl.data.datamodule import FakeNewsDataModule
+from fakenews_pl.training.callbacks import PooledFeatures, pool_corpus
+from fakenews_pl.training.model import FakeNewsClassifier
 
 
 def _datamodule(demo_assets: dict) -> FakeNewsDataModule:

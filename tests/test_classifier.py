@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from fakenews_pl import Classifier
-from fakenews_pl.corpus import DataError
+from fakenews_pl.data.corpus import DataError
 from fakenews_pl.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fakenews_pl import config
 from fakenews_pl.errors import ConfigError
+from fakenews_pl.training import config
 
 
 @pytest.mark.parametrize(

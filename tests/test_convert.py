@@ -18,11 +18,11 @@ from support.export_v2_module import (  # noqa: E402
     write_embedding_file,
 )
 
-from fakenews_pl import convert as convert_mod  # noqa: E402
-from fakenews_pl.convert import ConversionError, ParityError, convert, default_probes  # noqa: E402
-from fakenews_pl.embedding import HubEmbedding  # noqa: E402
-from fakenews_pl.hub_module import export_text_embedding  # noqa: E402
-from fakenews_pl.tokenizer import SMALL_BATCH, _apply_step  # noqa: E402
+from fakenews_pl.hub import convert as convert_mod  # noqa: E402
+from fakenews_pl.hub.convert import ConversionError, ParityError, convert, default_probes  # noqa: E402
+from fakenews_pl.hub.embedding import HubEmbedding  # noqa: E402
+from fakenews_pl.hub.hub_module import export_text_embedding  # noqa: E402
+from fakenews_pl.hub.tokenizer import SMALL_BATCH, _apply_step  # noqa: E402
 
 pytestmark = pytest.mark.tf
 

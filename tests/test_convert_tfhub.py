@@ -81,7 +81,7 @@ def test_an_existing_output_is_refused_up_front(tmp_path: Path) -> None:
 def test_a_conversion_writes_nothing_to_stderr(tmp_path: Path) -> None:
     np = pytest.importorskip("numpy")
     pytest.importorskip("tensorflow_hub")
-    from fakenews_pl.hub_module import export_text_embedding
+    from fakenews_pl.hub.hub_module import export_text_embedding
 
     table = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
     module = export_text_embedding(tmp_path / "module", ["the", "a", "news", "fake", "true"], table)
@@ -106,7 +106,7 @@ def test_download_failures_are_one_line_and_downloads_time_out(
     monkeypatch: pytest.MonkeyPatch, error: Exception, why: str
 ) -> None:
     hub = pytest.importorskip("tensorflow_hub")
-    from fakenews_pl import convert
+    from fakenews_pl.hub import convert
 
     timeouts = []
 

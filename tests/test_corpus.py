@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 from sklearn.preprocessing import LabelEncoder
 
-from fakenews_pl import artifact, corpus
-from fakenews_pl.corpus import DataError, notebook_text, read_labelled_csv, require_lists
-from fakenews_pl.embedding import HubEmbedding
+from fakenews_pl.data import corpus
+from fakenews_pl.data.corpus import DataError, notebook_text, read_labelled_csv, require_lists
 from fakenews_pl.errors import UserError
-from fakenews_pl.tokenizer import HubTokenizer, TextRecipe
+from fakenews_pl.hub import artifact
+from fakenews_pl.hub.embedding import HubEmbedding
+from fakenews_pl.hub.tokenizer import HubTokenizer, TextRecipe
 
 
 # The notebook's own functions, copied verbatim as the reference.

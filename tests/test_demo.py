@@ -7,9 +7,10 @@ from pathlib import Path
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
-from fakenews_pl import artifact, demo
-from fakenews_pl.embedding import HubEmbedding
-from fakenews_pl.tokenizer import TextRecipe
+from fakenews_pl.data import demo
+from fakenews_pl.hub import artifact
+from fakenews_pl.hub.embedding import HubEmbedding
+from fakenews_pl.hub.tokenizer import TextRecipe
 
 
 def test_dataset_is_deterministic_and_in_notebook_format(tmp_path: Path, demo_assets: dict) -> None:

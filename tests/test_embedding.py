@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from fakenews_pl import artifact, demo, pipeline
-from fakenews_pl import model as model_module
-from fakenews_pl.embedding import HubEmbedding
-from fakenews_pl.optim import RowSparseAdam, TouchedRowAdam
-from fakenews_pl.tokenizer import TextRecipe
+from fakenews_pl.data import demo
+from fakenews_pl.hub import artifact
+from fakenews_pl.hub.embedding import HubEmbedding
+from fakenews_pl.hub.tokenizer import TextRecipe
+from fakenews_pl.nn.optim import RowSparseAdam, TouchedRowAdam
+from fakenews_pl.training import model as model_module
+from fakenews_pl.training import pipeline
 
 VOCAB = ["the", "fake", "news", "is", "true"]
 BUCKETS = 2

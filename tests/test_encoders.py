@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from fakenews_pl import Classifier, encoders
-from fakenews_pl.batches import EpochShuffle, LengthBuckets
-from fakenews_pl.embedding import HubEmbedding
+from fakenews_pl import Classifier
+from fakenews_pl.data.batches import EpochShuffle, LengthBuckets
 from fakenews_pl.errors import ConfigError
-from fakenews_pl.pooling import pool_bags
+from fakenews_pl.hub.embedding import HubEmbedding
+from fakenews_pl.hub.pooling import pool_bags
+from fakenews_pl.nn import encoders
 
 TEXTS = [
     "Ava Marlow is feuding with the senate",

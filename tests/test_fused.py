@@ -9,10 +9,10 @@ from pytorch_lightning import Callback, Trainer, seed_everything
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.loops.optimization.manual import _ManualOptimization
 
-from fakenews_pl import fused
-from fakenews_pl.callbacks import PooledFeatures
-from fakenews_pl.data import FakeNewsDataModule
-from fakenews_pl.model import FakeNewsClassifier
+from fakenews_pl.data.datamodule import FakeNewsDataModule
+from fakenews_pl.training import fused
+from fakenews_pl.training.callbacks import PooledFeatures
+from fakenews_pl.training.model import FakeNewsClassifier
 
 QUIET = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False)
 

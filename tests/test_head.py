@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fakenews_pl.head import DenseHead, DropoutMasks, StreamDropout
+from fakenews_pl.nn.head import DenseHead, DropoutMasks, StreamDropout
 
 
 def _head_and_batch(seed: int, rows: int = 20, dim: int = 12):

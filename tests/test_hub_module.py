@@ -7,8 +7,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from fakenews_pl import convert as convert_mod  # noqa: E402
-from fakenews_pl.hub_module import export_text_embedding  # noqa: E402
+from fakenews_pl.hub import convert as convert_mod  # noqa: E402
+from fakenews_pl.hub.hub_module import export_text_embedding  # noqa: E402
 
 pytestmark = pytest.mark.tf
 

@@ -16,9 +16,9 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("tf_keras")
 pytest.importorskip("tensorflow_hub")
 
-from fakenews_pl import demo  # noqa: E402
-from fakenews_pl.convert import convert  # noqa: E402
-from fakenews_pl.optim import KerasAdam, TouchedRowAdam, keras_alpha  # noqa: E402
+from fakenews_pl.data import demo  # noqa: E402
+from fakenews_pl.hub.convert import convert  # noqa: E402
+from fakenews_pl.nn.optim import KerasAdam, TouchedRowAdam, keras_alpha  # noqa: E402
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy
 
-from fakenews_pl import artifact
 from fakenews_pl.errors import ConfigError, UserError
-from fakenews_pl.model import FakeNewsClassifier, check_strategy
-from fakenews_pl.optim import KerasAdam, RowSparseAdam, TouchedRowAdam
+from fakenews_pl.hub import artifact
+from fakenews_pl.nn.optim import KerasAdam, RowSparseAdam, TouchedRowAdam
+from fakenews_pl.training.model import FakeNewsClassifier, check_strategy
 
 
 def make_model(embedding: Path, **kwargs) -> FakeNewsClassifier:

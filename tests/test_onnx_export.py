@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from fakenews_pl import Classifier, onnx_export
-from fakenews_pl.bundle import BundleError
+from fakenews_pl import Classifier
+from fakenews_pl.serving import onnx_export
+from fakenews_pl.serving.bundle import BundleError
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

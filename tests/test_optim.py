@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fakenews_pl.optim import (
+from fakenews_pl.nn.optim import (
     AdamStep,
     KerasAdam,
     RowSparseAdam,

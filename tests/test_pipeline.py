@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from pytorch_lightning.loggers import CSVLogger
 
-from fakenews_pl import demo, pipeline
+from fakenews_pl.data import demo
+from fakenews_pl.training import pipeline
 
 
 def test_missing_embedding_names_the_convert_command(compose_train, tmp_path: Path) -> None:
@@ -118,8 +119,11 @@ def test_runs_started_together_get_their_own_dirs_and_share_caches_safely(tmp_pa
     ]
     procs = [
         subprocess.Popen(
-            [sys.executable, "train.py", *shared], cwd=repo, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            [sys.executable, "train.py", *shared],
+            cwd=repo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for _ in range(2)
     ]

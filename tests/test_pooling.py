@@ -1,7 +1,7 @@
 """`pool_bags` against TensorFlow's CPU SparseSegment{Sum,Mean,SqrtN}: bit for bit.
 
 The tolerance is exactly 0 (np.array_equal; the only allowed difference is the sign of a zero,
-see fakenews_pl/pooling.py).  Row values span 1e-3..1e6 so that any other summation order
+see fakenews_pl/hub/pooling.py).  Row values span 1e-3..1e6 so that any other summation order
 shows up, as does the crafted 1e8 / 1 / -1e8 bag.  Float64 tables (TF-Hub's v2 example
 exporter writes them) are checked the same way against TF's double kernels.
 """
@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fakenews_pl.pooling import COMBINERS, head_lengths, make_plan, pool_bags, pool_with_plan
+from fakenews_pl.hub.pooling import COMBINERS, head_lengths, make_plan, pool_bags, pool_with_plan
 
 VOCAB, DIM = 6000, 48
 # Bag lengths: the head/block edge cases, empty bags (first, middle, last), and long bags.

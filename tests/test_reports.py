@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import classification_report, confusion_matrix, log_loss, roc_auc_score
 
-from fakenews_pl import reports
+from fakenews_pl.training import reports
 
 CLASSES = ["Fake", "True"]
 

@@ -20,8 +20,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from fakenews_pl import config, search
 from fakenews_pl.errors import ConfigError
+from fakenews_pl.training import config, search
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH = ["hparams_search=head_optuna", "search.n_trials=4", "trainer.max_epochs=2"]
@@ -31,7 +31,7 @@ SEARCH = ["hparams_search=head_optuna", "search.n_trials=4", "trainer.max_epochs
 KILLED_RUN = """
 import json, os, signal, sys
 from hydra import compose, initialize_config_dir
-from fakenews_pl import search
+from fakenews_pl.training import search
 
 def hook(trial, overrides):
     if trial.number == 1:

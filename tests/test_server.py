@@ -1,5 +1,6 @@
-"""serve.py and fakenews_pl/server.py, for real: a server process on 127.0.0.1, an HTTP client
-(httpx, or a raw socket where httpx cannot send the request), a bounded number of requests."""
+"""serve.py and fakenews_pl/serving/server.py, for real: a server process on 127.0.0.1, an
+HTTP client (httpx, or a raw socket where httpx cannot send the request), a bounded number of
+requests."""
 
 from __future__ import annotations
 
@@ -402,7 +403,7 @@ def test_a_bad_checkpoint_or_a_taken_port_is_one_line(
 PREDICTOR = """
 import sys
 import numpy as np
-from fakenews_pl import server
+from fakenews_pl.serving import server
 
 class Lengths:
     # Not a Classifier: class names of its own, no explain().
@@ -489,7 +490,7 @@ def test_only_loopback_names_reach_a_loopback_server(server: Server) -> None:
 SLOW = """
 import sys, time
 import numpy as np
-from fakenews_pl import server
+from fakenews_pl.serving import server
 
 class Slow:
     # Explaining takes 0.25 s a text and says so on stdout: the test counts the work done.

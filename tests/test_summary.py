@@ -12,7 +12,9 @@ import pytest
 import torch
 import yaml
 
-from fakenews_pl import artifact, demo, summary
+from fakenews_pl.data import demo
+from fakenews_pl.hub import artifact
+from fakenews_pl.training import summary
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fakenews_pl import artifact, temporaries
+from fakenews_pl import temporaries
+from fakenews_pl.hub import artifact
 
 LOGGER = "fakenews_pl.temporaries"
 
@@ -226,7 +227,7 @@ def test_atomic_file_and_path_replace_the_target_with_the_users_permissions(
 def test_atomic_directory_has_the_users_permissions(tmp_path: Path, umask: int) -> None:
     import torch
 
-    from fakenews_pl.tokenizer import TextRecipe
+    from fakenews_pl.hub.tokenizer import TextRecipe
 
     out = tmp_path / "embeddings" / "nnlm128"
     meta = {"source": "t", "oov_buckets": 1, "combiner": "sqrtn", "recipe": TextRecipe().to_dict()}
@@ -247,7 +248,7 @@ def test_atomic_directory_removes_a_killed_conversions_temporary_first(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     converter = start(
-        "import sys, time\nfrom fakenews_pl import artifact\n"
+        "import sys, time\nfrom fakenews_pl.hub import artifact\n"
         "with artifact.atomic_directory(sys.argv[1]) as tmp:\n"
         "    (tmp / 'table.safetensors').write_bytes(b'x' * 2000)\n"
         "    print('ready', flush=True)\n"

@@ -18,14 +18,14 @@ import torch
 tf = pytest.importorskip("tensorflow")
 hub = pytest.importorskip("tensorflow_hub")
 
-from fakenews_pl import artifact, tfhub_export  # noqa: E402
-from fakenews_pl import convert as convert_mod  # noqa: E402
-from fakenews_pl.convert import convert, default_probes  # noqa: E402
-from fakenews_pl.embedding import HubEmbedding  # noqa: E402
-from fakenews_pl.head import DenseHead  # noqa: E402
-from fakenews_pl.hub_module import export_embedding_module  # noqa: E402
-from fakenews_pl.tfhub_export import export_keras_classifier, export_tfhub  # noqa: E402
-from fakenews_pl.tokenizer import TextRecipe  # noqa: E402
+from fakenews_pl.hub import artifact, tfhub_export  # noqa: E402
+from fakenews_pl.hub import convert as convert_mod  # noqa: E402
+from fakenews_pl.hub.convert import convert, default_probes  # noqa: E402
+from fakenews_pl.hub.embedding import HubEmbedding  # noqa: E402
+from fakenews_pl.hub.hub_module import export_embedding_module  # noqa: E402
+from fakenews_pl.hub.tfhub_export import export_keras_classifier, export_tfhub  # noqa: E402
+from fakenews_pl.hub.tokenizer import TextRecipe  # noqa: E402
+from fakenews_pl.nn.head import DenseHead  # noqa: E402
 
 pytestmark = pytest.mark.tf
 

@@ -6,7 +6,7 @@ import farmhash
 import numpy as np
 import pytest
 
-from fakenews_pl.tokenizer import HubTokenizer, TextRecipe
+from fakenews_pl.hub.tokenizer import HubTokenizer, TextRecipe
 
 VOCAB = ["a", "b", "c", "Hello"]
 

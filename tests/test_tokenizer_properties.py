@@ -30,10 +30,10 @@ from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from test_convert import RECIPES  # noqa: E402  (the recipes the converter supports)
 
-from fakenews_pl.convert import convert  # noqa: E402
-from fakenews_pl.embedding import HubEmbedding  # noqa: E402
-from fakenews_pl.hub_module import export_text_embedding  # noqa: E402
-from fakenews_pl.tokenizer import (  # noqa: E402
+from fakenews_pl.hub.convert import convert  # noqa: E402
+from fakenews_pl.hub.embedding import HubEmbedding  # noqa: E402
+from fakenews_pl.hub.hub_module import export_text_embedding  # noqa: E402
+from fakenews_pl.hub.tokenizer import (  # noqa: E402
     _NEWER_THAN_TF_ICU,
     SMALL_BATCH,
     HubTokenizer,

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from fakenews_pl import demo, pipeline, reports
-from fakenews_pl import model as model_module
-from fakenews_pl.embedding import HubEmbedding
+from fakenews_pl.data import demo
+from fakenews_pl.hub.embedding import HubEmbedding
+from fakenews_pl.training import model as model_module
+from fakenews_pl.training import pipeline, reports
 
 SEED_FILES = ["gos_1", "gos_2", "gos_3", "gos_4", "gos_5", "news_7"]
 
@@ -72,7 +73,7 @@ def test_reload_in_a_fresh_process_gives_identical_probabilities(
     (tmp_path / "texts.json").write_text(json.dumps(texts))
     code = (
         "import json, sys, torch\n"
-        "from fakenews_pl.model import FakeNewsClassifier\n"
+        "from fakenews_pl.training.model import FakeNewsClassifier\n"
         "model = FakeNewsClassifier.load_from_checkpoint(sys.argv[1])\n"
         "torch.save(model.predict_proba(json.load(open(sys.argv[2]))), sys.argv[3])\n"
     )
@@ -255,7 +256,7 @@ def test_trainer_variants_are_diffs_of_the_default(compose_train, tmp_path: Path
         assert trainer.deterministic and trainer.max_epochs == 1  # inherited / overridden
         if name.startswith("ddp"):
             assert trainer.strategy.process_group_backend == backend
-        assert trainer.plugins[0]._target_ == "fakenews_pl.checkpoints.AtomicCheckpointIO"
+        assert trainer.plugins[0]._target_ == "fakenews_pl.training.checkpoints.AtomicCheckpointIO"
 
 
 @pytest.mark.slow

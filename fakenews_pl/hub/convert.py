@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from fakenews_pl import artifact
-from fakenews_pl.tokenizer import TextRecipe
+from fakenews_pl.hub import artifact
+from fakenews_pl.hub.tokenizer import TextRecipe
 
 HUB_MODULES = {
     "gnews20": "https://tfhub.dev/google/tf2-preview/gnews-swivel-20dim/1",
@@ -561,7 +561,7 @@ def measure_parity(
     expected: np.ndarray, artifact_dir: str | os.PathLike, probes: Sequence[str], batch: int = 64
 ) -> Parity:
     """Compare TF's (N, D) `expected` outputs with the converted module's on the N probes."""
-    from fakenews_pl.embedding import HubEmbedding
+    from fakenews_pl.hub.embedding import HubEmbedding
 
     ours = HubEmbedding.load(artifact_dir)
     actual = np.concatenate(

@@ -7,9 +7,9 @@ A batch is a dict of tensors (Lightning moves dicts to the device as they are):
                  row i's tokens are ids[offsets[i]:offsets[i + 1]] (EmbeddingBag's layout)
     PooledBatch  {"pooled": (B, D) float32, "labels": (B,) float32}
                  the frozen embedding's output, computed once per run
-                 (`fakenews_pl.callbacks.PooledFeatures`)
+                 (`fakenews_pl.training.callbacks.PooledFeatures`)
 
-An epoch batch (fused training, `fakenews_pl.fused`) is either kind over all of an epoch's
+An epoch batch (fused training, `fakenews_pl.training.fused`) is either kind over all of an epoch's
 shuffled rows plus `"minibatch": int` (the notebook's 32): `minibatches` cuts it into the
 consecutive minibatches a shuffled DataLoader with that batch size would have yielded (the
 same `EpochShuffle` draws the order from the run's seed and the epoch, so the same rows).

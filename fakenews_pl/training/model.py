@@ -8,9 +8,9 @@ chooses torch's Adam arithmetic (`adam`) or Keras's, op for op (`keras_adam`). T
 is frozen unless `trainable`; `sparse_embedding` trains it with sparse gradients and SparseAdam
 (`optim.RowSparseAdam`; lazy: only the rows a batch touches move), the dense path is exact Adam
 over the whole table, as Keras's Adam applies it. `training_step` takes one minibatch, or on
-one device a whole epoch of them, stepped through by `fakenews_pl.fused`.
+one device a whole epoch of them, stepped through by `fakenews_pl.training.fused`.
 
-`encoder="cnn"` or `"bilstm"` puts a sequence encoder (`fakenews_pl.encoders`, trained with the
+`encoder="cnn"` or `"bilstm"` puts a sequence encoder (`fakenews_pl.nn.encoders`, trained with the
 head's optimizer) between the token vectors and the head instead of the module's bag pooling;
 its minibatches are never fused (one `training_step` each, autograd).
 
@@ -34,13 +34,15 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
-from fakenews_pl import artifact, batches, fused
-from fakenews_pl.batches import epoch_seed
-from fakenews_pl.embedding import HubEmbedding
-from fakenews_pl.encoders import build_encoder
+from fakenews_pl.data import batches
+from fakenews_pl.data.batches import epoch_seed
 from fakenews_pl.errors import ConfigError, UserError
-from fakenews_pl.head import DenseHead
-from fakenews_pl.optim import KerasAdam, RowSparseAdam, TouchedRowAdam
+from fakenews_pl.hub import artifact
+from fakenews_pl.hub.embedding import HubEmbedding
+from fakenews_pl.nn.encoders import build_encoder
+from fakenews_pl.nn.head import DenseHead
+from fakenews_pl.nn.optim import KerasAdam, RowSparseAdam, TouchedRowAdam
+from fakenews_pl.training import fused
 
 # model.optimizer: torch's Adam, or tf.keras's (the notebook's arithmetic: optim.KerasAdam).
 OPTIMIZERS = ("adam", "keras_adam")
@@ -136,7 +138,7 @@ class FakeNewsClassifier(LightningModule):
         # Sizes, not tensors: what a checkpoint needs to rebuild the module.
         self.hparams.embedding_dim = self.embedding.dim
         self.hparams.embedding_rows = self.embedding.num_rows
-        # A sequence encoder (`fakenews_pl.encoders`) between the token vectors and the head;
+        # A sequence encoder (`fakenews_pl.nn.encoders`) between the token vectors and the head;
         # None: the module's own bag pooling, the notebook's model.
         self.encoder = build_encoder(encoder, self.embedding.dim, max_tokens, cnn, bilstm)
         features = self.embedding.dim if self.encoder is None else self.encoder.out_dim
@@ -195,8 +197,8 @@ class FakeNewsClassifier(LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         """One optimizer step on a minibatch (the notebook's 32 rows). An epoch batch (on one
-        device at 32-bit, see `fakenews_pl.fused`) is stepped through by `fused.train_epoch`
-        with the same minibatches, order and updates."""
+        device at 32-bit, see `fakenews_pl.training.fused`) is stepped through by
+        `fused.train_epoch` with the same minibatches, order and updates."""
         if batches.is_epoch(batch):
             return fused.train_epoch(self, batch)
         optimizers = self.optimizers()

@@ -7,7 +7,7 @@ as overrides `train.py` takes as they are.
                                      overrides.yaml (its overrides), error.txt if it failed
     SWEEP_DIR/best_overrides.yaml    the best trial's overrides, a list `key=value`
     SWEEP_DIR/best.yaml              the best trial: number, value, params, the train.py command
-    SWEEP_DIR/summary.{csv,md,png}   every trial side by side (fakenews_pl.summary)
+    SWEEP_DIR/summary.{csv,md,png}   every trial side by side (fakenews_pl.training.summary)
     SWEEP_DIR/search.lock            held while a search runs: one search per study
 
 A trial that raises, or whose metric is missing or NaN, is a failed trial (its error in
@@ -48,8 +48,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 from pytorch_lightning import Callback, LightningModule, Trainer, seed_everything
 
-from fakenews_pl import config, pipeline, reports, summary, temporaries
+from fakenews_pl import temporaries
 from fakenews_pl.errors import ConfigError, UserError
+from fakenews_pl.training import config, pipeline, reports, summary
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """A trained classifier over HTTP: FastAPI + uvicorn, one process, the model loaded once.
 
-    from fakenews_pl import Classifier, server
+    from fakenews_pl import Classifier
+    from fakenews_pl.serving import server
     app = server.create_app(Classifier.load("last.ckpt"), model_name="last.ckpt")
     server.serve(app, host="127.0.0.1", port=8000)      # returns on SIGTERM / Ctrl-C
 
@@ -290,7 +291,7 @@ def _number(value: Any) -> float:
 
 @cache
 def _page() -> str:
-    return resources.files("fakenews_pl").joinpath("static/index.html").read_text("utf-8")
+    return resources.files("fakenews_pl.serving").joinpath("static/index.html").read_text("utf-8")
 
 
 # ------------------------------------------------------------------------------ errors

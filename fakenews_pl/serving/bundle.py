@@ -4,8 +4,8 @@
                            and format, where the model came from, and the sha256 of every file
     OUT/head.safetensors   the dense head's weights and biases (`DenseHead` state_dict keys)
     OUT/encoder.safetensors  a sequence encoder's weights, when the model has one (bundle.json's
-                           `encoder` names it and its sizes; `fakenews_pl.encoders`)
-    OUT/embedding/         the embedding artifact (`fakenews_pl.artifact`): the source's files
+                           `encoder` names it and its sizes; `fakenews_pl.nn.encoders`)
+    OUT/embedding/         the embedding artifact (`fakenews_pl.hub.artifact`): the source's files
                            for a frozen model, a new artifact holding the fine-tuned table
                            otherwise (its meta.json names the artifact it was tuned from)
 
@@ -25,11 +25,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from fakenews_pl import artifact
-from fakenews_pl.embedding import HubEmbedding
-from fakenews_pl.encoders import SequenceEncoder, build_encoder
 from fakenews_pl.errors import ConfigError, UserError
-from fakenews_pl.head import DenseHead
+from fakenews_pl.hub import artifact
+from fakenews_pl.hub.embedding import HubEmbedding
+from fakenews_pl.nn.encoders import SequenceEncoder, build_encoder
+from fakenews_pl.nn.head import DenseHead
 
 # 2: bundle.json carries `bundle_sha256`, the checksum of its own content.
 FORMAT = "fakenews_pl.bundle/2"

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fakenews_pl import artifact
-from fakenews_pl.pooling import COMBINERS, pool_bags
-from fakenews_pl.tokenizer import HubTokenizer
+from fakenews_pl.hub import artifact
+from fakenews_pl.hub.pooling import COMBINERS, pool_bags
+from fakenews_pl.hub.tokenizer import HubTokenizer
 
 TABLE_DTYPES = (torch.float32, torch.float64)  # others are stored as float32
 

@@ -5,7 +5,7 @@
 A frozen epoch is 443 steps of 32 rows through a 50k-parameter head: each step is a few
 microseconds of arithmetic wrapped in autograd, optimizer and Lightning bookkeeping that costs
 far more. `HeadStep` does the forward and the backward of one minibatch as the same ATen calls
-autograd makes (the gradients are bit-identical, tested); `fakenews_pl.optim` steps Adam.
+autograd makes (the gradients are bit-identical, tested); `fakenews_pl.nn.optim` steps Adam.
 Dropout masks come from one `DropoutMasks` stream in both paths, so autograd's forward and
 `HeadStep` use the same ones.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fakenews_pl.batches import epoch_seed
+from fakenews_pl.data.batches import epoch_seed
 
 
 class DropoutMasks:

@@ -311,8 +311,8 @@ def sweep_choices(config: DictConfig, key: str) -> list[str]:
 
 def missing_embeddings(config: DictConfig) -> list[tuple[str, Path]]:
     """(name, directory) of each TF-Hub embedding a sweep names that is not converted yet."""
-    from fakenews_pl.artifact import META_FILE
-    from fakenews_pl.convert import HUB_MODULES
+    from fakenews_pl.hub.artifact import META_FILE
+    from fakenews_pl.hub.convert import HUB_MODULES
 
     root = Path(config.paths.embeddings_dir)
     names = sweep_choices(config, "embedding")

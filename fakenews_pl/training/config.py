@@ -15,8 +15,8 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fakenews_pl import temporaries
-from fakenews_pl.bundle import is_bundle
 from fakenews_pl.errors import ConfigError
+from fakenews_pl.serving.bundle import is_bundle
 
 
 def run_suffix() -> str:

@@ -5,10 +5,10 @@
     dm.setup()
     batch = next(iter(dm.train_dataloader()))   # a batches.TokenBatch
 
-Reading, preprocessing, tokenizing and splitting live in `fakenews_pl.corpus`; what a batch
-holds in `fakenews_pl.batches`. With a frozen embedding, `fakenews_pl.callbacks.PooledFeatures`
-hands the module the pooled (N, D) vectors of every row (`use_pooled`), and batches then carry
-those instead of token ids.
+Reading, preprocessing, tokenizing and splitting live in `fakenews_pl.data.corpus`; what a batch
+holds in `fakenews_pl.data.batches`. With a frozen embedding,
+`fakenews_pl.training.callbacks.PooledFeatures` hands the module the pooled (N, D) vectors of
+every row (`use_pooled`), and batches then carry those instead of token ids.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from pytorch_lightning import LightningDataModule
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from fakenews_pl import batches, corpus, encoders, fused
+from fakenews_pl.data import batches, corpus
 from fakenews_pl.errors import ConfigError
+from fakenews_pl.nn import encoders
+from fakenews_pl.training import fused
 
 VAL_SOURCES = ("split", "test")
 SPLITS = ("train", "val", "test")
@@ -79,7 +81,7 @@ class FakeNewsDataModule(LightningDataModule):
     `strip_dateline`: `corpus.read_isot_csv`). Validation is a seeded stratified
     `val_fraction` of train, or the test set itself with `val_source="test"` (what the notebook
     does). Training batches hold `batch_size` rows (the notebook's 32); on one process with
-    `fuse_train_batches` a whole epoch of them is one batch (`fakenews_pl.fused`); for a
+    `fuse_train_batches` a whole epoch of them is one batch (`fakenews_pl.training.fused`); for a
     sequence encoder they hold rows of similar length (`length_buckets`).
     """
 

@@ -8,7 +8,7 @@
     clf.predict_file("new.csv", "scored.csv")                       # streamed, any size
     clf.export("exported/")                                          # a bundle: Classifier.load it
 
-`Classifier.load` takes a checkpoint or an exported bundle (`fakenews_pl.bundle`); a bundle
+`Classifier.load` takes a checkpoint or an exported bundle (`fakenews_pl.serving.bundle`); a bundle
 loads without Lightning, Hydra or TensorFlow. A text is classified as the class of column 1
 when its probability is above 0.5 (the notebook's `np.rint`). Checkpoints load with
 `weights_only=True`; one whose embedding artifact is missing or differs (sha256) is refused in
@@ -25,12 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from fakenews_pl import bundle, corpus, temporaries
-from fakenews_pl.corpus import DataError
-from fakenews_pl.embedding import HubEmbedding
-from fakenews_pl.encoders import SequenceEncoder
+from fakenews_pl import temporaries
+from fakenews_pl.data import corpus
+from fakenews_pl.data.corpus import DataError
 from fakenews_pl.errors import UserError
-from fakenews_pl.head import DenseHead
+from fakenews_pl.hub.embedding import HubEmbedding
+from fakenews_pl.nn.encoders import SequenceEncoder
+from fakenews_pl.nn.head import DenseHead
+from fakenews_pl.serving import bundle
 
 # Intra-op threads of a prediction. The work is small products and lookups: on a busy 2-core
 # machine a second OpenMP thread waits for a core in each of them (one text took ~7 ms instead
@@ -78,7 +80,9 @@ class Classifier:
                 embedding, head, info["class_names"], info.get("data"), info["fine_tuned"],
                 encoder=encoder, encoder_config=info.get("encoder"),
             )  # fmt: skip
-        from fakenews_pl import pipeline  # the checkpoint loaders (weights_only, one-line refusals)
+        from fakenews_pl.training import (
+            pipeline,  # the checkpoint loaders (weights_only, one-line refusals)
+        )
 
         model = pipeline.load_model(str(path), map_location=torch.device(device))
         data = pipeline.read_checkpoint(path).get("datamodule_hyper_parameters") or {}
@@ -101,8 +105,8 @@ class Classifier:
         overwrite: bool = False,
         onnx: bool = False,
     ) -> dict[str, Any]:
-        """Write this model as a bundle (`fakenews_pl.bundle`); returns its bundle.json.
-        `onnx`: with model.onnx too (`fakenews_pl.onnx_export`; needs the `[onnx]` extra)."""
+        """Write this model as a bundle (`fakenews_pl.serving.bundle`); returns its bundle.json.
+        `onnx`: with model.onnx too (`fakenews_pl.serving.onnx_export`; the `[onnx]` extra)."""
         extras = {}
         if onnx and self.encoder is not None:
             raise UserError(
@@ -110,7 +114,7 @@ class Classifier:
                 "encoder (export the bundle without --onnx)"
             )
         if onnx:
-            from fakenews_pl.onnx_export import ONNX_FILE, write_onnx
+            from fakenews_pl.serving.onnx_export import ONNX_FILE, write_onnx
 
             extras[ONNX_FILE] = lambda path: write_onnx(self.embedding, self.head, path)
         return bundle.write_bundle(

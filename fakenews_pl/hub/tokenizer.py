@@ -1,6 +1,6 @@
 """Text -> token ids exactly as a TF-Hub text-embedding module computes them.
 
-A module's text handling is a `TextRecipe` read from its graph by `fakenews_pl.convert`:
+A module's text handling is a `TextRecipe` read from its graph by `fakenews_pl.hub.convert`:
 string transforms in graph order (`StaticRegexReplace`/`RegexReplace`, `StringLower`), a split
 (`StringSplitV2` on a separator or on ASCII whitespace, or the v1 `StringSplit` on any of a set
 of characters with optional empty-token skipping), and what an empty row becomes (the `""` token

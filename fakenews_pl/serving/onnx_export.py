@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fakenews_pl import bundle
-from fakenews_pl.embedding import HubEmbedding
-from fakenews_pl.head import DenseHead
-from fakenews_pl.pooling import make_plan
-from fakenews_pl.tokenizer import HubTokenizer
+from fakenews_pl.hub.embedding import HubEmbedding
+from fakenews_pl.hub.pooling import make_plan
+from fakenews_pl.hub.tokenizer import HubTokenizer
+from fakenews_pl.nn.head import DenseHead
+from fakenews_pl.serving import bundle
 
 ONNX_FILE = "model.onnx"
 INPUT_NAMES = ("ids", "sub_offsets", "bag_offsets", "head_scale", "final_div")
@@ -114,7 +114,7 @@ class OnnxClassifier:
         """The bundle in `directory` (verified), which must hold model.onnx (`--onnx`)."""
         import onnxruntime
 
-        from fakenews_pl import artifact
+        from fakenews_pl.hub import artifact
 
         info = bundle.read_info(directory)
         if ONNX_FILE not in info["sha256"]:

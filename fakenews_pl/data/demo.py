@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fakenews_pl import artifact, temporaries
-from fakenews_pl.tokenizer import HubTokenizer, TextRecipe
+from fakenews_pl import temporaries
+from fakenews_pl.hub import artifact
+from fakenews_pl.hub.tokenizer import HubTokenizer, TextRecipe
 
 SEED = 20220702
 DIM = 32
@@ -36,7 +37,7 @@ TRAIN_ROWS, TEST_ROWS = 1340, 660  # the notebook's 67/33 train/test proportion
 FAKE_SHARE = 0.4  # the notebook's data is about 40% Fake
 LABEL_NOISE = 0.08
 EMBEDDING, TRAIN_CSV, TEST_CSV = "embedding", "train.csv", "test.csv"  # inside paths.demo_dir
-NOTE = "synthetic demo inputs (fakenews_pl.demo): not real news"
+NOTE = "synthetic demo inputs (fakenews_pl.data.demo): not real news"
 
 _NAMES = [
     "Ava Marlow",
@@ -200,7 +201,7 @@ def write_embedding(out_dir: str | os.PathLike) -> Path:
             return out
     table, vocab = build_embedding()
     meta = {
-        "source": "fakenews_pl.demo (synthetic; SVD of a synthetic headline corpus)",
+        "source": "fakenews_pl.data.demo (synthetic; SVD of a synthetic headline corpus)",
         "oov_buckets": OOV_BUCKETS,
         "recipe": TextRecipe().to_dict(),
         "combiner": "sqrtn",

@@ -8,10 +8,10 @@ import pytest
 import torch
 from pytorch_lightning import Trainer
 
-from fakenews_pl.callbacks import pool_corpus
-from fakenews_pl.corpus import notebook_text
-from fakenews_pl.data import FakeNewsDataModule
-from fakenews_pl.embedding import HubEmbedding
+from fakenews_pl.data.corpus import notebook_text
+from fakenews_pl.data.datamodule import FakeNewsDataModule
+from fakenews_pl.hub.embedding import HubEmbedding
+from fakenews_pl.training.callbacks import pool_corpus
 
 
 def csv_module(path: Path, embedding: Path, **kwargs) -> FakeNewsDataModule:
@@ -192,7 +192,7 @@ def test_data_isot_composes_checks_and_instantiates(
 ) -> None:
     from hydra.utils import instantiate
 
-    from fakenews_pl.config import check_train_config
+    from fakenews_pl.training.config import check_train_config
 
     default = compose_train(tmp_path / "default", "data=isot")
     assert default.data.dir == f"{demo_assets['data_dir']}/isot"  # paths.data_dir/isot

@@ -4,7 +4,7 @@
     hub.KerasLayer("exports/nnlm128-tuned", input_shape=[], dtype=tf.string)
 
 The module gets the artifact's own text recipe, vocabulary, OOV buckets and combiner (as read
-from the source module's graph by `fakenews_pl.convert`) and the given table, in its dtype; the
+from the source module's graph by `fakenews_pl.hub.convert`) and the given table, in its dtype; the
 graph is `hub_module.export_embedding_module`'s, which the converter reads back to the same
 artifact. Converting the export gives the table bit for bit, and the module's output equals
 `HubEmbedding.embed_texts` over that table (tests/test_tfhub_export.py).
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from fakenews_pl import artifact, hub_module
-from fakenews_pl.tokenizer import TextRecipe
+from fakenews_pl.hub import artifact, hub_module
+from fakenews_pl.hub.tokenizer import TextRecipe
 
 EXPORT_INFO = "fakenews_pl_export.json"  # beside saved_model.pb; TF loaders ignore it
 INFO_FORMAT = "fakenews_pl.tfhub_export/1"

@@ -22,11 +22,14 @@ from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from fakenews_pl import artifact, checkpoints, corpus, demo, reports, temporaries
-from fakenews_pl.convert import HUB_MODULES
-from fakenews_pl.data import FakeNewsDataModule
+from fakenews_pl import temporaries
+from fakenews_pl.data import corpus, demo
+from fakenews_pl.data.datamodule import FakeNewsDataModule
 from fakenews_pl.errors import ConfigError, MissingInputError, UserError
-from fakenews_pl.model import FakeNewsClassifier, check_strategy
+from fakenews_pl.hub import artifact
+from fakenews_pl.hub.convert import HUB_MODULES
+from fakenews_pl.training import checkpoints, reports
+from fakenews_pl.training.model import FakeNewsClassifier, check_strategy
 
 # Batches are slices of in-memory arrays: worker processes would only add pickling.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")

@@ -10,7 +10,7 @@
 `write_artifact` writes the format and `read` reads it back (verified). Every file is covered:
 an edited meta.json (a `combiner` changed by hand) is refused like an altered table.
 `verified_meta` checks a whole directory once per process while its files stay unchanged, so the
-token cache (`fakenews_pl.corpus`) and `HubEmbedding.load` in one run hash a 1 GB table once.
+token cache (`fakenews_pl.data.corpus`) and `HubEmbedding.load` in one run hash a 1 GB table once.
 A meta.json without `dtype` (written before tables could be float64) means float32.
 Nothing here imports TensorFlow.
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 from fakenews_pl import temporaries
 from fakenews_pl.errors import UserError
-from fakenews_pl.tokenizer import HubTokenizer, TextRecipe
+from fakenews_pl.hub.tokenizer import HubTokenizer, TextRecipe
 
 FORMAT = "fakenews_pl.hub_embedding/2"
 OLD_FORMATS = ("fakenews_pl.hub_embedding/1",)  # no checksum over meta.json: convert again

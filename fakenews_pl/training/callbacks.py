@@ -18,7 +18,7 @@ import torch
 from pytorch_lightning.callbacks import RichProgressBar
 from torch import nn
 
-from fakenews_pl.batches import gather_bags
+from fakenews_pl.data.batches import gather_bags
 
 
 @torch.no_grad()

@@ -1,13 +1,13 @@
 """Build TF-Hub-format text-embedding SavedModels with TensorFlow.
 
 The tests, the benchmarks and the Keras reference need modules that behave like Google's
-token embeddings without downloading them, and `fakenews_pl.tfhub_export` writes a converted
+token embeddings without downloading them, and `fakenews_pl.hub.tfhub_export` writes a converted
 (possibly fine-tuned) table back as one. `export_embedding_module` writes a module with the
 same structure as the public exporters in tensorflow/hub: a vocabulary asset
 (`assets/tokens.txt`), a table of `vocab + oov_buckets` rows, the string preprocessing of a
 `TextRecipe`, a sparse combiner, and the table listed as the module's `variables` and
 `trainable_variables`, so that `hub.KerasLayer(path, trainable=True)` fine-tunes it. The graph
-uses exactly the ops `fakenews_pl.convert` reads, so converting the module gives back the same
+uses exactly the ops `fakenews_pl.hub.convert` reads, so converting the module gives back the same
 recipe, vocabulary, OOV buckets, combiner and table.
 
 `export_text_embedding` is the short form for the exporters' recipes: `split="v2"` follows
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fakenews_pl.pooling import COMBINERS
-from fakenews_pl.tokenizer import TextRecipe
+from fakenews_pl.hub.pooling import COMBINERS
+from fakenews_pl.hub.tokenizer import TextRecipe
 
 SPLITS = ("v2", "v1", "whitespace")
 TABLE_DTYPES = ("float16", "float32", "float64")
@@ -76,7 +76,7 @@ def export_text_embedding(
 
 
 def check_writable(recipe: TextRecipe) -> None:
-    """Refuse (ValueError) a recipe whose graph `fakenews_pl.convert` would read back as a
+    """Refuse (ValueError) a recipe whose graph `fakenews_pl.hub.convert` would read back as a
     different recipe. The converter only produces writable ones; the others are spellings it
     never writes (e.g. `skip_empty` with StringSplitV2, which has no such attribute)."""
     if recipe.skip_empty and recipe.split != "any_of":

@@ -41,11 +41,11 @@ from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.plugins.precision import Precision
 from pytorch_lightning.strategies import SingleDeviceStrategy
 
-from fakenews_pl.batches import MINIBATCH, minibatches
-from fakenews_pl.optim import RowSparseAdam, stepper
+from fakenews_pl.data.batches import MINIBATCH, minibatches
+from fakenews_pl.nn.optim import RowSparseAdam, stepper
 
 if TYPE_CHECKING:
-    from fakenews_pl.model import FakeNewsClassifier
+    from fakenews_pl.training.model import FakeNewsClassifier
 
 PRIVATE_HOOKS = ("_on_before_step", "_on_after_step")
 

@@ -35,9 +35,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from fakenews_pl import artifact, temporaries
+from fakenews_pl import temporaries
 from fakenews_pl.errors import UserError
-from fakenews_pl.tokenizer import HubTokenizer
+from fakenews_pl.hub import artifact
+from fakenews_pl.hub.tokenizer import HubTokenizer
 
 FORMATS = ("notebook", "csv", "isot")
 # The Kaggle / ISOT "Fake and real news" dataset: one file per class, named after its label.
