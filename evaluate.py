@@ -11,16 +11,19 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
-from pytorch_lightning import seed_everything  # noqa: E402
 
 from fakenews_pl import errors  # noqa: E402
-from fakenews_pl.data import demo  # noqa: E402
-from fakenews_pl.training import config, pipeline  # noqa: E402
+from fakenews_pl.training import config  # noqa: E402
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Load the checkpoint and its data, predict train and test, write the report."""
     config.check_eval_config(cfg)
+    from pytorch_lightning import seed_everything  # Lightning, once the config is known good
+
+    from fakenews_pl.data import demo
+    from fakenews_pl.training import pipeline
+
     seed_everything(cfg.seed, workers=True, verbose=False)
     model, datamodule = pipeline.load_checkpoint(cfg)
     inputs = [model.hparams.embedding_path, *datamodule.paths]

@@ -14,14 +14,16 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from fakenews_pl import errors, temporaries  # noqa: E402
-from fakenews_pl.serving.classifier import Classifier, format_effects  # noqa: E402
+from fakenews_pl.serving.bundle import is_bundle  # noqa: E402
 from fakenews_pl.training import config  # noqa: E402
 
 
 def predict(cfg: DictConfig) -> list[str]:
     """Print the label and class probabilities of `cfg.text` (with `explain`, its most
     influential tokens), or score `cfg.input`."""
-    config.check_predict_config(cfg)
+    config.check_predict_config(cfg, is_bundle)
+    from fakenews_pl.serving.classifier import Classifier, format_effects
+
     clf = Classifier.load(cfg.ckpt_path, cfg.device)
     if cfg.output:  # the model's own files, known once it is loaded
         temporaries.refuse_input_as_output(cfg.output, [clf.embedding.meta["path"]], "output")

@@ -10,11 +10,11 @@ from pathlib import Path
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 import hydra  # noqa: E402
-import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from fakenews_pl import errors  # noqa: E402
 from fakenews_pl.serving import server  # noqa: E402
+from fakenews_pl.serving.bundle import is_bundle  # noqa: E402
 from fakenews_pl.serving.classifier import Classifier  # noqa: E402
 from fakenews_pl.training import config  # noqa: E402
 
@@ -23,7 +23,7 @@ LIMITS = ("max_texts", "max_body_bytes", "max_text_chars", "explain_top", "max_e
 
 def serve(cfg: DictConfig) -> None:
     """Check the config, load the model once, then serve it until SIGTERM or Ctrl-C."""
-    config.check_checkpoint_and_device(cfg, bundles=True)
+    config.check_checkpoint_and_device(cfg, is_bundle)
     limits = {key: cfg[key] for key in LIMITS}
     hosts = cfg.allowed_hosts
     hosts = server.default_allowed_hosts(cfg.host) if hosts is None else list(hosts)
@@ -32,8 +32,8 @@ def serve(cfg: DictConfig) -> None:
         {**settings, "host": cfg.host, "port": cfg.port, "threads": cfg.threads,
          "shutdown_grace_s": cfg.shutdown_grace_s}
     )  # fmt: skip
-    torch.set_num_threads(cfg.threads)
-    predictor = Classifier.load(cfg.ckpt_path, cfg.device)
+    # Every forward pass runs on `threads` intra-op threads (fakenews_pl.threads).
+    predictor = Classifier.load(cfg.ckpt_path, cfg.device, threads=cfg.threads)
     # The model's file or directory name: /health tells a client which model, not local paths.
     name = Path(str(cfg.ckpt_path)).name
     app = server.create_app(predictor, model_name=name, **settings)

@@ -11,9 +11,9 @@ order. Module: as `bench_train.py` builds it: SVD word vectors of the train text
 `bench_embedding.SIZES`), exported as a TF-Hub SavedModel and converted with
 `scripts/convert_tfhub.py` (a few minutes the first time; `--keep DIR` reuses it).
 
-The two models compute the same function: ours is `Classifier(HubEmbedding.load(artifact),
-DenseHead(128, [256, 64], [0.3, 0.2]), ["Fake", "True"])` with a seeded head (random biases
-too, so copying them is checked); the notebook's is `keras_reference.build_model(module, 128,
+The two models compute the same function: ours is a `Classifier` of the `FakeNewsNet` over
+`HubEmbedding.load(artifact)` with the notebook's head (128 -> 256 -> 64 -> 1), seeded (random
+biases too, so copying them is checked); the notebook's is `keras_reference.build_model(module, 128,
 trainable=False)` with that head's weights copied into its Dense layers (kernel = weight.T).
 Before any timing, max |P(True) ours - Keras| over all texts must be <= 1e-4 (expected ~1e-7).
 
@@ -142,9 +142,14 @@ def load_head(path: Path) -> Any:
 def ours_classifier(artifact: Path, head: Any) -> Any:
     """Our model: the converted table and the head, in evaluation mode."""
     from fakenews_pl.hub.embedding import HubEmbedding
+    from fakenews_pl.nn.net import FakeNewsNet, NetConfig
     from fakenews_pl.serving.classifier import Classifier
 
-    return Classifier(HubEmbedding.load(artifact), head, CLASS_NAMES)
+    embedding = HubEmbedding.load(artifact)
+    config = NetConfig(embedding.dim, hidden_sizes=HIDDEN, dropouts=DROPOUTS)
+    net = FakeNewsNet.from_config(embedding, config)
+    net.head.load_state_dict(head.state_dict())
+    return Classifier(net, CLASS_NAMES)
 
 
 def keras_model(module: Path, head: Any) -> Any:

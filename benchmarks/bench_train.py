@@ -20,11 +20,11 @@ process (peak RSS = `os.wait4` ru_maxrss of that process and any it waited for):
 * exact            `train.py trainable=true` (the default: `TouchedRowAdam`, torch's Adam over
                    the whole table computed on the rows ever touched), until early stopping
 * exact-1          as exact, at most `--max-epochs` epochs, with a digest of the final weights
-* dense            `train.py trainable=true model.dense_table_adam=true` (torch's Adam over
+* dense            `train.py trainable=true model.table_optimizer=dense` (torch's Adam over
                    every row every step), at most `--max-epochs` epochs (the output says when
                    that cap cut the run short), with a digest of the final weights: equal to
                    exact-1's, or the exact optimizer is not exact
-* sparse           `train.py trainable=true model.sparse_embedding=true` (SparseAdam)
+* sparse           `train.py trainable=true model.table_optimizer=lazy` (SparseAdam)
 * exact-ckpt       as exact, at most 2 epochs, with the default checkpoint callbacks (touched
                    rows and their moments only): checkpoint size and what saving costs
 * sparse-ckpt      as sparse, at most 2 epochs, with the default checkpoint callback (one
@@ -118,10 +118,10 @@ def run_one(name: str, args: argparse.Namespace, module: Path, artifact: Path, w
         "exact": [],
         "exact-1": [f"trainer.max_epochs={args.max_epochs}"],
         "exact-ckpt": ["trainer.max_epochs=2"],
-        "dense": [f"trainer.max_epochs={args.max_epochs}", "model.dense_table_adam=true"],
-        "sparse": ["model.sparse_embedding=true"],
-        "sparse-ckpt": ["model.sparse_embedding=true", "trainer.max_epochs=2"],
-        "sparse-tb": ["model.sparse_embedding=true", "logger=tensorboard"],
+        "dense": [f"trainer.max_epochs={args.max_epochs}", "model.table_optimizer=dense"],
+        "sparse": ["model.table_optimizer=lazy"],
+        "sparse-ckpt": ["model.table_optimizer=lazy", "trainer.max_epochs=2"],
+        "sparse-tb": ["model.table_optimizer=lazy", "logger=tensorboard"],
     }[name]
     if name in DIGESTED:
         extra += [

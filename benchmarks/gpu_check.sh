@@ -148,8 +148,8 @@ print(f"table: {meta['num_rows']:,} x {meta['dim']} at {artifact}")
 modes = [
     ("frozen", False, []),
     ("exact", True, []),  # TouchedRowAdam (sparse gradients; dense ones under NCCL DDP)
-    ("dense", True, ["model.dense_table_adam=true"]),
-    ("sparse", True, ["model.sparse_embedding=true"]),
+    ("dense", True, ["model.table_optimizer=dense"]),
+    ("sparse", True, ["model.table_optimizer=lazy"]),
 ]
 precisions = ["32-true"] + ([env["precision"]] if env["precision"] not in ("none", "32-true") else [])
 common = [f"trainer.max_epochs={env['epochs']}", f"+trainer.max_time={env['run_limit']}"]

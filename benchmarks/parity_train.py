@@ -15,7 +15,7 @@ validation = the test set, the final weights reported):
 
 * frozen:            `keras_reference.py`  vs  `train.py trainable=false` (cached pooled vectors)
 * trainable:         `keras_reference.py --trainable`  vs  `train.py trainable=true` (exact Adam)
-* trainable-sparse:  the same Keras run  vs  `model.sparse_embedding=true` (lazy SparseAdam;
+* trainable-sparse:  the same Keras run  vs  `model.table_optimizer=lazy` (lazy SparseAdam;
                      not the notebook's optimizer, listed for information)
 
 Each run is its own process; peak RSS is its `os.wait4` ru_maxrss. Per-epoch seconds are wall
@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
             if trainable not in keras:
                 out = work / f"keras_{'trainable' if trainable else 'frozen'}_seed{seed}.json"
                 keras[trainable] = run_keras(saved, work / "split", out, trainable, seed)
-            extra = ["model.sparse_embedding=true"] if mode == "trainable-sparse" else []
+            extra = ["model.table_optimizer=lazy"] if mode == "trainable-sparse" else []
             extra.append(f"model.optimizer={optimizer}")
             ours = run_ours(artifact, work / "split", work / f"ours_{tag}", trainable, seed, extra)
             print_table(

@@ -61,6 +61,20 @@ def user_error(exc: BaseException, context: bool = False) -> UserError | None:
     return None
 
 
+# Config keys that were replaced: the old key -> how to say the same now.
+REPLACED_KEYS = {
+    "model.sparse_embedding": "model.table_optimizer=lazy (true) or exact (false)",
+    "model.dense_table_adam": "model.table_optimizer=dense (true) or exact (false)",
+}
+
+
+def replaced_key_hint(text: str) -> str:
+    """"; <key> was replaced: use <new spelling>" for each replaced key `text` names."""
+    return "".join(
+        f"; {key} was replaced: use {new}" for key, new in REPLACED_KEYS.items() if key in text
+    )
+
+
 def hydra_error(exc: BaseException) -> str | None:
     """One line for an error Hydra raises before the job runs (an override it cannot parse, a
     key or config option that does not exist), with the cause OmegaConf gave; else None."""
@@ -74,7 +88,8 @@ def hydra_error(exc: BaseException) -> str | None:
     lines = [line for line in lines if not line.startswith("See https://hydra.cc")]
     override = getattr(exc, "override", None)  # OverrideParseException names it apart
     head = f"cannot parse the override {override!r}: " if override else ""
-    return head + " ".join(lines) + (f" ({detail})" if detail and detail not in lines else "")
+    line = head + " ".join(lines) + (f" ({detail})" if detail and detail not in lines else "")
+    return line + replaced_key_hint(line)
 
 
 def run(main: Callable[[], Any]) -> Any:

@@ -77,6 +77,25 @@ def compose_train(demo_assets: dict[str, Path]) -> Callable[..., DictConfig]:
 
 
 @pytest.fixture(scope="session")
+def trained_run(compose_train, root_script, tmp_path_factory) -> dict:
+    """A tiny demo run, trained once per session (read it, never change it): its run dir,
+    checkpoint, metrics and the objects train.py built."""
+    out = tmp_path_factory.mktemp("session_run")
+    metrics, objects = root_script("train").train(compose_train(out))
+    return {"dir": out, "ckpt": out / "checkpoints" / "last.ckpt", "metrics": metrics, **objects}
+
+
+@pytest.fixture(scope="session")
+def exported_bundle(trained_run: dict, tmp_path_factory) -> Path:
+    """`trained_run` exported as a bundle, once per session (read only)."""
+    from fakenews_pl import Classifier
+
+    out = tmp_path_factory.mktemp("exported") / "bundle"
+    Classifier.load(trained_run["ckpt"]).export(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_run() -> list[str]:
     """Overrides for a quick run: one epoch of 4 batches, no progress bar."""
     return list(TINY_RUN)

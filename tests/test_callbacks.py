@@ -1,13 +1,14 @@
-"""PooledFeatures: frozen embeddings are pooled once, bit for bit the embedding's output."""
-
-from pathlib import Path
+"""PlanBatches: the batch plan decided once per fit; frozen embeddings are pooled once, bit for
+bit the embedding's output."""
 
 import numpy as np
 import torch
+from pytorch_lightning import Trainer
 
 from fakenews_pl.data import batches
+from fakenews_pl.data.batches import BatchPlan
 from fakenews_pl.data.datamodule import FakeNewsDataModule
-from fakenews_pl.training.callbacks import PooledFeatures, pool_corpus
+from fakenews_pl.training.callbacks import PlanBatches, plan_batches, pool_corpus
 from fakenews_pl.training.model import FakeNewsClassifier
 
 
@@ -35,13 +36,28 @@ def test_pool_corpus_equals_the_embedding_on_each_row(demo_assets: dict) -> None
 class _Trainer:
     def __init__(self, datamodule: FakeNewsDataModule) -> None:
         self.datamodule = datamodule
+        one = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+        self.strategy, self.precision_plugin = one.strategy, one.precision_plugin
 
 
-def test_pooled_features_pools_only_a_frozen_table(demo_assets: dict, tmp_path: Path) -> None:
+def test_the_batch_plan_is_decided_once_and_handed_to_the_data(demo_assets: dict) -> None:
+    """A frozen bag model trains on pooled vectors in fused epochs; a trainable table on token
+    ids; a sequence encoder on length buckets; data.fuse_train_batches=false and
+    data.length_buckets force their way."""
     dm = _datamodule(demo_assets)
-    frozen = FakeNewsClassifier(str(demo_assets["embedding"]))
-    PooledFeatures().setup(_Trainer(dm), frozen, "fit")
-    assert dm.pooled is not None and "pooled" in dm.dataset("train").__getitems__([0])
-    trainable = FakeNewsClassifier(str(demo_assets["embedding"]), trainable=True)
-    PooledFeatures().setup(_Trainer(dm), trainable, "fit")
-    assert dm.pooled is None and "ids" in dm.dataset("train").__getitems__([0])
+    path = str(demo_assets["embedding"])
+    frozen, trainable = FakeNewsClassifier(path), FakeNewsClassifier(path, trainable=True)
+    cnn = FakeNewsClassifier(path, encoder="cnn", cnn={"widths": [2], "filters": 2})
+    PlanBatches().setup(_Trainer(dm), frozen, "fit")
+    assert dm.plan.kind == "epoch" and dm.plan.pooled is not None
+    assert "pooled" in dm.dataset("train").__getitems__([0])
+    assert torch.equal(dm.plan.pooled, pool_corpus(dm.corpus, frozen.embedding))
+    PlanBatches().setup(_Trainer(dm), trainable, "fit")
+    assert dm.plan == BatchPlan("epoch") and "ids" in dm.dataset("train").__getitems__([0])
+    PlanBatches().setup(_Trainer(dm), cnn, "fit")
+    assert dm.plan == BatchPlan("buckets")
+    trainer = _Trainer(dm)
+    assert plan_batches(trainable.net, trainer, dm.corpus, False, None) == BatchPlan()
+    assert plan_batches(trainable.net, trainer, dm.corpus, True, True) == BatchPlan("buckets")
+    assert plan_batches(cnn.net, trainer, dm.corpus, True, False) == BatchPlan()
+    assert plan_batches(trainable.net, None, dm.corpus, True, None) == BatchPlan()  # no trainer

@@ -13,7 +13,7 @@ import torch
 
 from fakenews_pl import temporaries
 from fakenews_pl.training import checkpoints
-from fakenews_pl.training.checkpoints import AtomicCheckpointIO
+from fakenews_pl.training.callbacks import AtomicCheckpointIO
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 # waits there to be killed.
 SAVER = """
 import sys, time, torch
-from fakenews_pl.training.checkpoints import AtomicCheckpointIO
+from fakenews_pl.training.callbacks import AtomicCheckpointIO
 
 class Blocks:
     def __reduce__(self):

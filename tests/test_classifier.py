@@ -19,11 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def run(compose_train, root_script, tmp_path_factory) -> dict:
-    """A tiny demo run: its checkpoint, model, data and metrics."""
-    out = tmp_path_factory.mktemp("run")
-    metrics, objects = root_script("train").train(compose_train(out))
-    return {"ckpt": out / "checkpoints" / "last.ckpt", "metrics": metrics, **objects}
+def run(trained_run: dict) -> dict:
+    """The session's tiny demo run: its checkpoint, model, data and metrics."""
+    return trained_run
 
 
 def test_predict_proba_equals_the_trained_models(run: dict) -> None:

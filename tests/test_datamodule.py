@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from pytorch_lightning import Trainer
 
+from fakenews_pl.data.batches import BatchPlan
 from fakenews_pl.data.corpus import notebook_text
 from fakenews_pl.data.datamodule import FakeNewsDataModule
 from fakenews_pl.hub.embedding import HubEmbedding
@@ -86,8 +86,8 @@ def test_fused_dataloader_yields_the_epoch_as_one_batch_of_minibatches(
 ) -> None:
     dm = csv_module(tiny_csv, demo_assets["embedding"], val_fraction=0.1)
     dm.setup()
-    assert len(list(dm.train_dataloader())) > 1  # no trainer: nothing to fuse for
-    dm.trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    assert len(list(dm.train_dataloader())) > 1  # no plan handed over: minibatches
+    dm.use_plan(BatchPlan("epoch"))
     (batch,) = list(dm.train_dataloader())
     assert batch["minibatch"] == 32 and len(batch["labels"]) == len(dm.rows["train"])
     assert len(batch["offsets"]) == len(dm.rows["train"])
@@ -107,12 +107,12 @@ def test_pooled_cache_equals_the_embedding_output(tiny_csv: Path, demo_assets: d
     dm.setup()
     embedding = HubEmbedding.load(demo_assets["embedding"])
     token_batch = dm.dataset("test").__getitems__(list(range(8)))
-    dm.use_pooled(pool_corpus(dm.corpus, embedding))
+    dm.use_plan(BatchPlan(pooled=pool_corpus(dm.corpus, embedding)))
     pooled_batch = dm.dataset("test").__getitems__(list(range(8)))
     expected = embedding(token_batch["ids"], token_batch["offsets"])
     assert torch.equal(pooled_batch["pooled"], expected)  # bit for bit
     assert torch.equal(pooled_batch["labels"], token_batch["labels"])
-    dm.use_pooled(None)
+    dm.use_plan(BatchPlan())
     assert "ids" in dm.dataset("test").__getitems__([0])
 
 

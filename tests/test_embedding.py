@@ -200,7 +200,7 @@ def float64_demo_embedding(tmp_path_factory) -> Path:
     [
         [],
         ["trainable=true"],
-        ["trainable=true", "model.sparse_embedding=true"],
+        ["trainable=true", "model.table_optimizer=lazy"],
         ["trainable=true", "data.fuse_train_batches=false"],
     ],
     ids=["frozen", "exact", "sparse", "exact-unfused"],
@@ -231,7 +231,7 @@ def test_a_classifier_trains_on_a_float64_table(
         assert datamodule.pooled.dtype == torch.float32 and torch.equal(table, original)
         return
     optimizer = objects["trainer"].optimizers[1]  # the table's; [0] is the head's
-    sparse = "model.sparse_embedding=true" in extra
+    sparse = "model.table_optimizer=lazy" in extra
     assert type(optimizer) is (RowSparseAdam if sparse else TouchedRowAdam)
     (state,) = optimizer.state.values()
     assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.float64

@@ -101,7 +101,7 @@ def runs(compose_train, root_script, tmp_path_factory) -> dict:
     for key, overrides in {
         "cnn": ["model.encoder=cnn", "trainable=true"],
         "bilstm": ["model.encoder=bilstm", "model.bilstm.pool=mean"],
-        "cnn_sparse": ["model.encoder=cnn", "trainable=true", "model.sparse_embedding=true"],
+        "cnn_sparse": ["model.encoder=cnn", "trainable=true", "model.table_optimizer=lazy"],
     }.items():
         run_dir = tmp_path_factory.mktemp(key)
         metrics, objects = root_script("train").train(compose_train(run_dir, *overrides))

@@ -11,7 +11,7 @@ from pytorch_lightning.loops.optimization.manual import _ManualOptimization
 
 from fakenews_pl.data.datamodule import FakeNewsDataModule
 from fakenews_pl.training import fused
-from fakenews_pl.training.callbacks import PooledFeatures
+from fakenews_pl.training.callbacks import PlanBatches
 from fakenews_pl.training.model import FakeNewsClassifier
 
 QUIET = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False)
@@ -53,7 +53,7 @@ def test_a_fused_epoch_counts_every_optimizer_step(demo_assets: dict, trainable:
         test_csv=str(demo_assets["test_csv"]),
     )
     model = FakeNewsClassifier(str(demo_assets["embedding"]), trainable=trainable)
-    trainer = _trainer(devices=1, max_epochs=1, limit_val_batches=0, callbacks=[PooledFeatures()])
+    trainer = _trainer(devices=1, max_epochs=1, limit_val_batches=0, callbacks=[PlanBatches()])
     trainer.fit(model, datamodule=dm)
     assert trainer.num_training_batches == 1  # one epoch batch
     minibatches = math.ceil(len(dm.rows["train"]) / 32)
@@ -71,13 +71,7 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-def test_intra_op_threads_sets_and_restores_the_count(two_threads: int) -> None:
-    with pytest.raises(KeyError), fused.intra_op_threads(1) as previous:
-        assert (previous, torch.get_num_threads()) == (2, 1)
-        raise KeyError  # restored on the way out of a failing step too
-    assert torch.get_num_threads() == 2
-    with fused.intra_op_threads(None) as previous:
-        assert torch.get_num_threads() == previous == 2
+def test_step_threads_must_be_a_count() -> None:
     with pytest.raises(ValueError, match="model.step_threads=0"):
         FakeNewsClassifier("not read: refused first", step_threads=0)
 
@@ -103,7 +97,8 @@ def test_step_threads_train_identical_weights_and_restore_the_count(
     """model.step_threads=1 and null (torch's count, 2 here) train the same weights. With 1,
     each step's small ops run on 1 thread, and so does a table's work with row gradients
     (exact or lazy); the count is 2 again around a dense table's gradient and update
-    (dense_table_adam), after every step or epoch, in validation and after fit.
+    (table_optimizer=dense), after every step or epoch, and after fit; validation batches run
+    on step_threads too.
 
     (The demo's last minibatch has 22 rows; MKL's 2-thread products of 5-7 or 9-11 rows sum
     in another order than its 1-thread ones, so a run ending on one of those would differ in
@@ -124,28 +119,35 @@ def test_step_threads_train_identical_weights_and_restore_the_count(
         model = FakeNewsClassifier(
             str(demo_assets["embedding"]),
             trainable=table != "frozen",
-            sparse_embedding=table == "sparse",
-            dense_table_adam=table == "dense",
+            table_optimizer={"sparse": "lazy", "dense": "dense"}.get(table, "exact"),
             step_threads=threads,
         )
         counts = _ThreadCounts()
+        evaluating: list[int] = []  # the count inside each validation forward pass
+        model.net.head.register_forward_pre_hook(
+            lambda head, _, seen=evaluating: (
+                None if head.training else seen.append(torch.get_num_threads())
+            )
+        )
         trainer = _trainer(
             devices=1,
             max_epochs=2,
             limit_train_batches=None if fuse else 6,  # fused: the whole epoch is one batch
             limit_val_batches=1,
-            callbacks=[PooledFeatures(), counts],
+            callbacks=[PlanBatches(), counts],
         )
         trainer.fit(model, datamodule=dm)
         assert counts.counts == {2}
         assert torch.get_num_threads() == 2
         states[threads], histories[threads] = model.state_dict(), model.history
         if threads is None:
-            assert calls == []
+            assert calls == [] and set(evaluating) == {2}
             continue
+        assert set(evaluating) == {1}  # validation runs on step_threads too
         # 1 on entering each epoch (fused) or step, 2 on leaving it; with a dense table,
         # 2 and back to 1 around its work: per minibatch (fused), around the backward and the
-        # table's step (Lightning).
+        # table's step (Lightning); 1 and back to 2 around each validation batch (the sanity
+        # check's and one per epoch).
         per_epoch = math.ceil(len(dm.rows["train"]) / 32) if fuse else 6
         minibatches = per_epoch * trainer.max_epochs
         switches = {
@@ -154,6 +156,7 @@ def test_step_threads_train_identical_weights_and_restore_the_count(
             (False, False): 2 * minibatches,
             (False, True): 6 * minibatches,
         }[fuse, table == "dense"]
+        switches += 2 * (trainer.max_epochs + 1)
         assert calls == [1, 2] * (switches // 2)
     assert histories[1] == histories[None]
     for key, value in states[1].items():

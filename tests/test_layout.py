@@ -129,8 +129,10 @@ def _private_names(path: Path, roots: tuple[str, ...]) -> list[str]:
             if any(part.startswith("_") for part in parts):
                 bad.append(f"{module}:{name}")
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not (
-            node.attr.startswith("__") and node.attr.endswith("__")
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not (node.attr.startswith("__") and node.attr.endswith("__"))
         ):
             base = node.value
             while isinstance(base, ast.Attribute):

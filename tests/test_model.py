@@ -46,13 +46,13 @@ def test_finetuning_puts_the_table_in_the_exact_touched_row_adam(demo_assets: di
     assert {id(p) for p in head_opt.param_groups[0]["params"]} == {
         id(p) for p in model.head.parameters()
     }
-    reference = make_model(demo_assets["embedding"], trainable=True, dense_table_adam=True)
+    reference = make_model(demo_assets["embedding"], trainable=True, table_optimizer="dense")
     _, table_opt = reference.configure_optimizers()
     assert type(table_opt) is torch.optim.Adam and not reference.embedding.bag.sparse
 
 
 def test_sparse_finetuning_uses_sparse_adam_on_sparse_gradients(demo_assets: dict) -> None:
-    model = make_model(demo_assets["embedding"], trainable=True, sparse_embedding=True)
+    model = make_model(demo_assets["embedding"], trainable=True, table_optimizer="lazy")
     head_opt, table_opt = model.configure_optimizers()
     assert not model.automatic_optimization
     assert isinstance(table_opt, torch.optim.SparseAdam)
@@ -79,7 +79,7 @@ def test_frozen_checkpoint_leaves_the_table_out_and_restores_it(
     model = make_model(demo_assets["embedding"])
     checkpoint = {"state_dict": model.state_dict()}
     model.on_save_checkpoint(checkpoint)
-    assert not any(k.startswith("embedding.") for k in checkpoint["state_dict"])
+    assert not any(k.startswith("net.embedding.") for k in checkpoint["state_dict"])
     trimmed = dict(checkpoint["state_dict"])
     fresh = make_model(demo_assets["embedding"])
     fresh.on_load_checkpoint(checkpoint)
@@ -101,10 +101,10 @@ def test_frozen_checkpoint_leaves_the_table_out_and_restores_it(
 
 def test_trainable_checkpoint_keeps_the_table(demo_assets: dict) -> None:
     """Without the touched-row optimizer (lazy or dense Adam) the whole table is saved."""
-    model = make_model(demo_assets["embedding"], trainable=True, dense_table_adam=True)
+    model = make_model(demo_assets["embedding"], trainable=True, table_optimizer="dense")
     checkpoint = {"state_dict": model.state_dict()}
     model.on_save_checkpoint(checkpoint)
-    table = [v for k, v in checkpoint["state_dict"].items() if k.startswith("embedding.")]
+    table = [v for k, v in checkpoint["state_dict"].items() if k.startswith("net.embedding.")]
     assert any(torch.equal(v, model.embedding.weight) for v in table)
 
 
@@ -137,10 +137,10 @@ def test_keras_adam_option_puts_every_parameter_in_kerass_arithmetic(demo_assets
         embedding, trainable=True, optimizer="keras_adam"
     ).configure_optimizers()
     assert type(table_opt) is TouchedRowAdam and table_opt.arithmetic == "keras"
-    dense = make_model(embedding, trainable=True, dense_table_adam=True, optimizer="keras_adam")
+    dense = make_model(embedding, trainable=True, table_optimizer="dense", optimizer="keras_adam")
     _, table_opt = dense.configure_optimizers()
     assert type(table_opt) is KerasAdam and table_opt.defaults["row_gradients"]
-    lazy = make_model(embedding, trainable=True, sparse_embedding=True, optimizer="keras_adam")
+    lazy = make_model(embedding, trainable=True, table_optimizer="lazy", optimizer="keras_adam")
     head_opt, table_opt = lazy.configure_optimizers()  # SparseAdam is not the notebook's
     assert type(head_opt) is KerasAdam and type(table_opt) is RowSparseAdam
     _, table_opt = make_model(embedding, trainable=True).configure_optimizers()
@@ -217,7 +217,7 @@ def test_keras_adam_touched_rows_train_exactly_like_the_whole_table(
             root_script,
             tmp_path / str(dense),
             "trainable=true",
-            f"model.dense_table_adam={dense}",
+            f"model.table_optimizer={'dense' if dense else 'exact'}",
         )
         for dense in (False, True)
     }

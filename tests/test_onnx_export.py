@@ -42,7 +42,7 @@ def pooled(model: onnx_export.PlannedClassifier, inputs) -> torch.Tensor:
 
 
 def test_the_planned_graph_and_its_export_equal_the_eager_model(clf: Classifier) -> None:
-    model = onnx_export.PlannedClassifier(clf.embedding, clf.head).eval()
+    model = onnx_export.PlannedClassifier(clf.net).eval()
     inputs = onnx_export.graph_inputs(clf.embedding.tokenizer, clf.embedding.combiner, TEXTS)
     with torch.no_grad():
         expected = clf.embedding.embed_texts(TEXTS)
@@ -60,7 +60,7 @@ def test_onnxruntime_gives_the_pooled_vectors_bit_for_bit(clf: Classifier, tmp_p
     import onnxruntime
 
     path = tmp_path / "model.onnx"
-    onnx_export.write_onnx(clf.embedding, clf.head, path)
+    onnx_export.write_onnx(clf.net, path)
     graph = onnx.load(str(path))
     # Expose the pooled vectors (the head's input) as an extra output, to compare them exactly.
     first_gemm = next(n for n in graph.graph.node if n.op_type in ("Gemm", "MatMul"))

@@ -50,7 +50,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
         # ... and with the lazy SparseAdam, whose checkpoints hold the touched rows only too
         (
             True,
-            ["trainable=true", "model.sparse_embedding=true", "trainer.max_epochs=3"],
+            ["trainable=true", "model.table_optimizer=lazy", "trainer.max_epochs=3"],
             ["+callbacks.kill.epoch=2"],
         ),
         # sequence encoders: length-bucketed minibatches, a fine-tuned CNN, a frozen BiLSTM

@@ -123,7 +123,7 @@ def test_frozen_cache_trains_exactly_like_token_batches(
 
 
 @pytest.mark.parametrize(
-    "extra", [[], ["trainable=true"], ["trainable=true", "model.sparse_embedding=true"]]
+    "extra", [[], ["trainable=true"], ["trainable=true", "model.table_optimizer=lazy"]]
 )
 def test_fused_epoch_batches_train_exactly_like_lightning_steps(
     extra, compose_train, root_script, tmp_path: Path
@@ -169,7 +169,7 @@ def test_exact_touched_row_adam_trains_exactly_like_adam_over_the_whole_table(
         cfg = compose_train(
             tmp_path / str(dense),
             "trainable=true",
-            f"model.dense_table_adam={dense}",
+            f"model.table_optimizer={'dense' if dense else 'exact'}",
             "trainer.limit_train_batches=null",
             "trainer.max_epochs=2",
         )
@@ -186,7 +186,9 @@ def test_exact_touched_row_adam_trains_exactly_like_adam_over_the_whole_table(
 def test_finetuning_trains_the_table(
     sparse: bool, compose_train, root_script, demo_assets: dict, tmp_path: Path
 ) -> None:
-    cfg = compose_train(tmp_path, "trainable=true", f"model.sparse_embedding={sparse}")
+    cfg = compose_train(
+        tmp_path, "trainable=true", f"model.table_optimizer={'lazy' if sparse else 'exact'}"
+    )
     metrics, objects = root_script("train").train(cfg)
     table = objects["model"].embedding.weight.detach()
     original = HubEmbedding.load(demo_assets["embedding"]).weight
@@ -195,7 +197,7 @@ def test_finetuning_trains_the_table(
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     saved = torch.load(ckpt, weights_only=True)
     # Exact or lazy Adam: only the touched rows are saved, the rest is the artifact's.
-    assert not any(k.startswith("embedding.") for k in saved["state_dict"])
+    assert not any(k.startswith("net.embedding.") for k in saved["state_dict"])
     rows = saved[model_module.TOUCHED_ROWS]
     assert set(moved.nonzero().squeeze(1).tolist()) <= set(rows.tolist())
     assert len(rows) < len(table)
@@ -214,7 +216,7 @@ def test_sparse_with_nccl_is_refused_before_any_process_starts(
         "trainer=ddp_cpu",
         "trainer.strategy.process_group_backend=nccl",
         "trainable=true",
-        "model.sparse_embedding=true",
+        "model.table_optimizer=lazy",
     )
     with pytest.raises(ValueError, match="needs the gloo backend"):
         root_script("train").train(cfg)
@@ -256,7 +258,7 @@ def test_trainer_variants_are_diffs_of_the_default(compose_train, tmp_path: Path
         assert trainer.deterministic and trainer.max_epochs == 1  # inherited / overridden
         if name.startswith("ddp"):
             assert trainer.strategy.process_group_backend == backend
-        assert trainer.plugins[0]._target_ == "fakenews_pl.training.checkpoints.AtomicCheckpointIO"
+        assert trainer.plugins[0]._target_ == "fakenews_pl.training.callbacks.AtomicCheckpointIO"
 
 
 @pytest.mark.slow
@@ -266,7 +268,12 @@ def test_two_process_cpu_ddp(
 ) -> None:
     run = tmp_path / "run"
     quick = [o for o in tiny_run if "limit_train_batches" not in o]
-    args = ["train.py", "trainer=ddp_cpu", "trainable=true", f"model.sparse_embedding={sparse}"]
+    args = [
+        "train.py",
+        "trainer=ddp_cpu",
+        "trainable=true",
+        f"model.table_optimizer={'lazy' if sparse else 'exact'}",
+    ]
     # cnn: length-bucketed minibatches, whose sampler Lightning swaps for a distributed one
     args.append(f"model.encoder={encoder}")
     run_python([*args, *cli_overrides(tmp_path), *quick, f"hydra.run.dir={run}"])

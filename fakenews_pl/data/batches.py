@@ -7,7 +7,7 @@ A batch is a dict of tensors (Lightning moves dicts to the device as they are):
                  row i's tokens are ids[offsets[i]:offsets[i + 1]] (EmbeddingBag's layout)
     PooledBatch  {"pooled": (B, D) float32, "labels": (B,) float32}
                  the frozen embedding's output, computed once per run
-                 (`fakenews_pl.training.callbacks.PooledFeatures`)
+                 (a `BatchPlan`'s `pooled`)
 
 An epoch batch (fused training, `fakenews_pl.training.fused`) is either kind over all of an epoch's
 shuffled rows plus `"minibatch": int` (the notebook's 32): `minibatches` cuts it into the
@@ -18,6 +18,7 @@ same `EpochShuffle` draws the order from the run's seed and the epoch, so the sa
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import numpy as np
@@ -43,6 +44,26 @@ class PooledBatch(TypedDict):
 
 
 Batch = TokenBatch | PooledBatch
+
+
+# BatchPlan.kind: one epoch batch of minibatches (fused), minibatches of rows of similar
+# length (for a sequence encoder), or plain shuffled minibatches.
+PLAN_KINDS = ("epoch", "buckets", "minibatches")
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How a run's training batches are made, decided once per fit
+    (`fakenews_pl.training.callbacks.PlanBatches`) and handed to the data module: `kind` (see
+    `PLAN_KINDS`) and, for a frozen bag model, the (N, D) `pooled` vectors of every corpus row
+    that batches then carry instead of token ids."""
+
+    kind: str = "minibatches"
+    pooled: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in PLAN_KINDS:
+            raise ValueError(f"BatchPlan.kind must be one of {PLAN_KINDS}, got {self.kind!r}")
 
 
 def is_epoch(batch: dict[str, Any]) -> bool:
@@ -247,3 +268,13 @@ def epoch_loader(dataset: Dataset, minibatch: int) -> DataLoader:
     # The same sampler as loader(shuffle=True): the same order for a seed and an epoch.
     epoch = _WholeEpoch(BatchSampler(EpochShuffle(dataset), minibatch, drop_last=False))
     return DataLoader(dataset, batch_sampler=epoch, collate_fn=_TagMinibatch(minibatch))
+
+
+def length_summary(lengths: np.ndarray, max_tokens: int) -> str:
+    """One line: the token-count distribution of the texts, and what `max_tokens` cuts."""
+    p50, p90, p99 = np.percentile(lengths, [50, 90, 99]) if len(lengths) else (0, 0, 0)
+    cut = float(np.mean(lengths > max_tokens)) if len(lengths) else 0.0
+    return (
+        f"tokens per text: median {p50:.0f}, p90 {p90:.0f}, p99 {p99:.0f}, max "
+        f"{int(lengths.max(initial=0))}; max_tokens={max_tokens} truncates {cut:.1%} of texts"
+    )

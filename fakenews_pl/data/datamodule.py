@@ -5,10 +5,11 @@
     dm.setup()
     batch = next(iter(dm.train_dataloader()))   # a batches.TokenBatch
 
-Reading, preprocessing, tokenizing and splitting live in `fakenews_pl.data.corpus`; what a batch
-holds in `fakenews_pl.data.batches`. With a frozen embedding,
-`fakenews_pl.training.callbacks.PooledFeatures` hands the module the pooled (N, D) vectors of
-every row (`use_pooled`), and batches then carry those instead of token ids.
+Reading, preprocessing, tokenizing and splitting live in `fakenews_pl.data.corpus`; what a
+batch holds in `fakenews_pl.data.batches`. How training batches are made (minibatches, one
+fused epoch batch, length buckets; pooled vectors or token ids) is a `batches.BatchPlan`,
+decided once per fit by `fakenews_pl.training.callbacks.PlanBatches` and handed over with
+`use_plan`.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from fakenews_pl.data import batches, corpus
+from fakenews_pl.data.batches import BatchPlan
 from fakenews_pl.errors import ConfigError
-from fakenews_pl.nn import encoders
-from fakenews_pl.training import fused
 
 VAL_SOURCES = ("split", "test")
 SPLITS = ("train", "val", "test")
@@ -80,9 +80,9 @@ class FakeNewsDataModule(LightningDataModule):
     `Fake.csv` and `True.csv` (split like `files`; `text_field` title, text or both, and
     `strip_dateline`: `corpus.read_isot_csv`). Validation is a seeded stratified
     `val_fraction` of train, or the test set itself with `val_source="test"` (what the notebook
-    does). Training batches hold `batch_size` rows (the notebook's 32); on one process with
-    `fuse_train_batches` a whole epoch of them is one batch (`fakenews_pl.training.fused`); for a
-    sequence encoder they hold rows of similar length (`length_buckets`).
+    does). Training batches hold `batch_size` rows (the notebook's 32), made as the
+    plan handed over says (`use_plan`; `fuse_train_batches` and `length_buckets` are read by
+    whoever decides it).
     """
 
     def __init__(
@@ -115,7 +115,8 @@ class FakeNewsDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.corpus: corpus.Corpus | None = None
         self.rows: dict[str, np.ndarray] = {}
-        self.pooled: torch.Tensor | None = None
+        # Until a plan is handed over (`use_plan`): plain minibatches, or length buckets.
+        self.plan = BatchPlan("buckets" if length_buckets else "minibatches")
 
     @property
     def paths(self) -> list[str]:
@@ -172,17 +173,18 @@ class FakeNewsDataModule(LightningDataModule):
         """Saved in every checkpoint: the data's `fingerprint` (evaluate.py checks it)."""
         return {"fingerprint": self.fingerprint()} if self.corpus is not None else {}
 
-    def use_pooled(self, pooled: torch.Tensor | None) -> None:
-        """Serve (N, D) pooled vectors of every corpus row instead of token ids (None: stop)."""
-        self.pooled = pooled
+    def use_plan(self, plan: BatchPlan) -> None:
+        """Make training batches as `plan` says (and serve its pooled vectors, if any, for
+        every split)."""
+        self.plan = plan
 
     def dataset(self, split: str) -> Dataset:
         """The rows of `split` as pooled vectors when given, else as token bags."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.setup()
-        if self.pooled is not None:
-            return batches.PooledRows(self.pooled, self.rows[split], self._labels)
+        if self.plan.pooled is not None:
+            return batches.PooledRows(self.plan.pooled, self.rows[split], self._labels)
         return batches.TokenRows(self.corpus, self.rows[split], self._labels)
 
     def split_dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
@@ -196,22 +198,18 @@ class FakeNewsDataModule(LightningDataModule):
         return batches.loader(self.dataset(split), size, shuffle, hp.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled minibatches of `batch_size`, or one epoch batch of them (`fused`); for a
-        model with a sequence encoder, minibatches of rows of similar length (`length_buckets`:
-        null follows the model, true or false forces it), never fused."""
+        """Training batches as the plan says (`use_plan`): shuffled minibatches of
+        `batch_size`, one epoch batch of them (`fakenews_pl.training.fused`), or minibatches of
+        rows of similar length (for a sequence encoder)."""
         hp = self.hparams
-        sequence = getattr(self.trainer and self.trainer.lightning_module, "encoder", None)
-        buckets = sequence is not None if hp.length_buckets is None else hp.length_buckets
-        if buckets:
-            lengths = np.minimum(self.corpus.lengths[self.rows["train"]], hp.max_tokens)
-            rank_zero_info(
-                "train texts, "
-                + encoders.length_summary(self.corpus.lengths[self.rows["train"]], hp.max_tokens)
-            )
+        if self.plan.kind == "buckets":
+            train_lengths = self.corpus.lengths[self.rows["train"]]
+            rank_zero_info("train texts, " + batches.length_summary(train_lengths, hp.max_tokens))
+            lengths = np.minimum(train_lengths, hp.max_tokens)
             return batches.bucket_loader(
                 self.dataset("train"), hp.batch_size, lengths, hp.num_workers
             )
-        if hp.fuse_train_batches and sequence is None and fused.fuse_epochs(self.trainer):
+        if self.plan.kind == "epoch":
             return batches.epoch_loader(self.dataset("train"), hp.batch_size)
         return self.split_dataloader("train", shuffle=True)
 

@@ -164,13 +164,3 @@ def build_encoder(
     if name == "cnn":
         return SequenceEncoder(CnnEncoder(dim, **dict(cnn or {})), max_tokens)
     return SequenceEncoder(BiLstmEncoder(dim, **dict(bilstm or {})), max_tokens)
-
-
-def length_summary(lengths: np.ndarray, max_tokens: int) -> str:
-    """One line: the token-count distribution of the texts, and what `max_tokens` cuts."""
-    p50, p90, p99 = np.percentile(lengths, [50, 90, 99]) if len(lengths) else (0, 0, 0)
-    cut = float(np.mean(lengths > max_tokens)) if len(lengths) else 0.0
-    return (
-        f"tokens per text: median {p50:.0f}, p90 {p90:.0f}, p99 {p99:.0f}, max "
-        f"{int(lengths.max(initial=0))}; max_tokens={max_tokens} truncates {cut:.1%} of texts"
-    )

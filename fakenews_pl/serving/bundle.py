@@ -28,8 +28,7 @@ from safetensors.torch import load_file, save_file
 from fakenews_pl.errors import ConfigError, UserError
 from fakenews_pl.hub import artifact
 from fakenews_pl.hub.embedding import HubEmbedding
-from fakenews_pl.nn.encoders import SequenceEncoder, build_encoder
-from fakenews_pl.nn.head import DenseHead
+from fakenews_pl.nn.net import FakeNewsNet, NetConfig
 
 # 2: bundle.json carries `bundle_sha256`, the checksum of its own content.
 FORMAT = "fakenews_pl.bundle/2"
@@ -53,8 +52,7 @@ def is_bundle(path: str | os.PathLike) -> bool:
 
 def write_bundle(
     out_dir: str | os.PathLike,
-    embedding: HubEmbedding,
-    head: DenseHead,
+    net: FakeNewsNet,
     class_names: Sequence[str],
     fine_tuned: bool,
     tuned_table: bool | None = None,
@@ -62,17 +60,15 @@ def write_bundle(
     source: str | None = None,
     overwrite: bool = False,
     extras: dict[str, Callable[[Path], None]] | None = None,
-    encoder: SequenceEncoder | None = None,
-    encoder_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write a bundle of `embedding` + `head` into `out_dir` (atomically); returns bundle.json.
+    """Write a bundle of `net` into `out_dir` (atomically); returns bundle.json.
 
     `fine_tuned`: the table was trained (recorded). `tuned_table` (default: `fine_tuned`): the
-    table differs from the artifact `embedding` was loaded from, so it is written as a new
+    table differs from the artifact the embedding was loaded from, so it is written as a new
     artifact; otherwise that artifact's files are copied as they are. `extras`: more files,
     name -> a function writing it at the path given (e.g. model.onnx), hashed with the rest.
-    `encoder`: a sequence encoder, saved with `encoder_config` (`build_encoder`'s arguments).
     """
+    embedding, head, encoder = net.embedding, net.head, net.encoder
     tuned_table = fine_tuned if tuned_table is None else tuned_table
     source_dir = Path(embedding.meta["path"])
     source_meta = artifact.verified_meta(source_dir)
@@ -97,12 +93,15 @@ def write_bundle(
             save_file(weights, str(tmp / ENCODER_FILE))
         for name, write in (extras or {}).items():
             write(tmp / name)
-        hidden = [layer.out_features for layer in head.linears[:-1]]
+        config = net.config
         info = {
             "format": FORMAT,
             "class_names": [str(name) for name in class_names],
-            "head": {"hidden_sizes": hidden, "dropouts": list(head.masks.rates)},
-            "encoder": dict(encoder_config or {"name": "bag"}),
+            "head": {
+                "hidden_sizes": list(config.hidden_sizes),
+                "dropouts": list(config.dropouts),
+            },
+            "encoder": config.encoder_settings,
             "fine_tuned": bool(fine_tuned),
             "data": dict(data or {}),
             "source": source,
@@ -185,26 +184,23 @@ def verify(directory: str | os.PathLike, info: dict[str, Any]) -> None:
 
 def read_bundle(
     directory: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[HubEmbedding, DenseHead, SequenceEncoder | None, dict[str, Any]]:
-    """The embedding, head, sequence encoder (None: the bag) and bundle.json of a bundle, the
-    modules in evaluation mode on `device`."""
+) -> tuple[FakeNewsNet, dict[str, Any]]:
+    """The network of a bundle, in evaluation mode on `device`, and its bundle.json."""
     info = read_info(directory)
     verify(directory, info)
     embedding = HubEmbedding.load(Path(directory) / EMBEDDING_DIR)
-    settings = dict(info.get("encoder") or {"name": "bag"})
-    name = settings.pop("name", "bag")
     try:
-        encoder = build_encoder(name, embedding.dim, **{"max_tokens": 256, **settings})
-    except (ConfigError, TypeError) as e:
-        raise BundleError(f"{Path(directory) / BUNDLE_FILE}: encoder {name!r}: {e}") from None
-    sizes = info["head"]
-    features = embedding.dim if encoder is None else encoder.out_dim
-    head = DenseHead(features, sizes["hidden_sizes"], sizes["dropouts"])
-    _load_weights(head, Path(directory) / HEAD_FILE, "head")
-    if encoder is not None:
-        _load_weights(encoder, Path(directory) / ENCODER_FILE, "encoder")
-        encoder = encoder.to(device).eval()
-    return embedding.to(device).eval(), head.to(device).eval(), encoder, info
+        config = NetConfig.from_settings(embedding.dim, info.get("encoder"), info["head"])
+        net = FakeNewsNet.from_config(embedding, config)
+    except (ConfigError, TypeError, KeyError, ValueError) as e:
+        raise BundleError(
+            f"{Path(directory) / BUNDLE_FILE}: its encoder or head is not one this version "
+            f"builds ({e})"
+        ) from None
+    _load_weights(net.head, Path(directory) / HEAD_FILE, "head")
+    if net.encoder is not None:
+        _load_weights(net.encoder, Path(directory) / ENCODER_FILE, "encoder")
+    return net.to(device).eval(), info
 
 
 def _load_weights(module: torch.nn.Module, path: Path, what: str) -> None:

@@ -25,14 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from fakenews_pl import temporaries
+from fakenews_pl import temporaries, threads
 from fakenews_pl.data import corpus
 from fakenews_pl.data.corpus import DataError
 from fakenews_pl.errors import UserError
 from fakenews_pl.hub.embedding import HubEmbedding
 from fakenews_pl.nn.encoders import SequenceEncoder
 from fakenews_pl.nn.head import DenseHead
+from fakenews_pl.nn.net import FakeNewsNet
 from fakenews_pl.serving import bundle
+from fakenews_pl.training import checkpoints
 
 # Intra-op threads of a prediction. The work is small products and lookups: on a busy 2-core
 # machine a second OpenMP thread waits for a core in each of them (one text took ~7 ms instead
@@ -43,60 +45,60 @@ THREADS = 1
 
 
 class Classifier:
-    """The converted embedding and the dense head of a trained model, in evaluation mode, with
-    the class names and the data settings it was trained with."""
+    """A trained `FakeNewsNet` in evaluation mode, with the class names and the data settings
+    it was trained with; its forward passes run on `threads` intra-op threads."""
 
     def __init__(
         self,
-        embedding: HubEmbedding,
-        head: DenseHead,
+        net: FakeNewsNet,
         class_names: Sequence[str],
         data: dict[str, Any] | None = None,
         fine_tuned: bool = False,
         table_from_artifact: bool = True,
-        encoder: SequenceEncoder | None = None,
-        encoder_config: dict[str, Any] | None = None,
+        threads: int | None = THREADS,
     ) -> None:
-        self.embedding, self.head = embedding.eval(), head.eval()
-        # A sequence encoder between the token vectors and the head (None: the bag), and the
-        # settings it was built with (`encoders.build_encoder`'s arguments).
-        self.encoder = None if encoder is None else encoder.eval()
-        self.encoder_config = dict(encoder_config or {"name": "bag"})
+        self.net = net.eval()
         self.class_names = [str(name) for name in class_names]
         self.data = dict(data or {})  # the training data's format and text column
         self.fine_tuned = fine_tuned  # the table was trained with the head
         # Whether the table equals the artifact's at `embedding.meta["path"]` (a bundle's does;
         # a fine-tuned checkpoint's does not).
         self.table_from_artifact = table_from_artifact
-        self.threads: int | None = THREADS
+        self.threads = threads  # None: torch's count
+
+    @property
+    def embedding(self) -> HubEmbedding:
+        """The network's embedding (its tokenizer, table and artifact's meta)."""
+        return self.net.embedding
+
+    @property
+    def encoder(self) -> SequenceEncoder | None:
+        """The network's sequence encoder (None: the bag)."""
+        return self.net.encoder
+
+    @property
+    def head(self) -> DenseHead:
+        """The network's dense head."""
+        return self.net.head
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu") -> Classifier:
+    def load(
+        cls, path: str | os.PathLike, device: str = "cpu", threads: int | None = THREADS
+    ) -> Classifier:
         """The model in checkpoint file `path` or in bundle directory `path`
-        (`scripts/export_model.py`), on `device`. A bundle loads without Lightning or Hydra."""
+        (`scripts/export_model.py`), on `device`; neither needs Lightning or Hydra."""
         if bundle.is_bundle(path):
-            embedding, head, encoder, info = bundle.read_bundle(path, device)
+            net, info = bundle.read_bundle(path, device)
             return cls(
-                embedding, head, info["class_names"], info.get("data"), info["fine_tuned"],
-                encoder=encoder, encoder_config=info.get("encoder"),
-            )  # fmt: skip
-        from fakenews_pl.training import (
-            pipeline,  # the checkpoint loaders (weights_only, one-line refusals)
-        )
-
-        model = pipeline.load_model(str(path), map_location=torch.device(device))
-        data = pipeline.read_checkpoint(path).get("datamodule_hyper_parameters") or {}
+                net, info["class_names"], info.get("data"), info["fine_tuned"], threads=threads
+            )
+        net, checkpoint = checkpoints.load_net(path, device)
+        data = checkpoint.get(checkpoints.DATA_HPARAMS) or {}
         data = {key: data[key] for key in ("format", "text_column") if key in data}
-        hp = model.hparams
-        trainable = bool(hp.trainable)
-        encoder_config = {"name": hp.get("encoder", "bag")}
-        if model.encoder is not None:
-            encoder_config["max_tokens"] = hp.max_tokens
-            encoder_config[encoder_config["name"]] = dict(hp.get(encoder_config["name"]) or {})
-        return cls(
-            model.embedding, model.head, hp.class_names, data, trainable, not trainable,
-            encoder=model.encoder, encoder_config=encoder_config,
-        )  # fmt: skip
+        hp = checkpoint[checkpoints.HPARAMS]
+        trainable = bool(hp.get("trainable"))
+        names = hp.get("class_names", ("Fake", "True"))
+        return cls(net, names, data, trainable, not trainable, threads=threads)
 
     def export(
         self,
@@ -110,17 +112,16 @@ class Classifier:
         extras = {}
         if onnx and self.encoder is not None:
             raise UserError(
-                f"--onnx exports the bag model; this one has a {self.encoder_config['name']} "
+                f"--onnx exports the bag model; this one has a {self.net.config.encoder} "
                 "encoder (export the bundle without --onnx)"
             )
         if onnx:
             from fakenews_pl.serving.onnx_export import ONNX_FILE, write_onnx
 
-            extras[ONNX_FILE] = lambda path: write_onnx(self.embedding, self.head, path)
+            extras[ONNX_FILE] = lambda path: write_onnx(self.net, path)
         return bundle.write_bundle(
             out_dir,
-            self.embedding,
-            self.head,
+            self.net,
             self.class_names,
             fine_tuned=self.fine_tuned,
             tuned_table=not self.table_from_artifact,
@@ -128,33 +129,21 @@ class Classifier:
             source=source,
             overwrite=overwrite,
             extras=extras,
-            encoder=self.encoder,
-            encoder_config=self.encoder_config,
         )
 
     @torch.no_grad()
     def _positive(self, ids: np.ndarray, offsets: np.ndarray) -> torch.Tensor:
         """(T,) ids, (B,) offsets -> (B,) probability of class 1, as the trained model has it,
         on `self.threads` intra-op threads (None: torch's count)."""
-        previous = torch.get_num_threads()
-        if self.threads is None or self.threads == previous:
+        with threads.intra_op(self.threads):
             return self._forward(ids, offsets)
-        torch.set_num_threads(self.threads)
-        try:
-            return self._forward(ids, offsets)
-        finally:
-            torch.set_num_threads(previous)
 
     @torch.no_grad()
     def _forward(self, ids: np.ndarray, offsets: np.ndarray) -> torch.Tensor:
         """`_positive` on the current thread count."""
         device = self.embedding.weight.device
         ids, offsets = torch.from_numpy(ids).to(device), torch.from_numpy(offsets).to(device)
-        if self.encoder is None:
-            pooled = self.embedding(ids, offsets)  # (B, D)
-        else:
-            pooled = self.encoder(self.embedding, ids, offsets)  # (B, F)
-        return torch.sigmoid(self.head(pooled.float())).float().cpu()
+        return self.net.probabilities(ids, offsets).cpu()
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
         """(N, 2) float32 probabilities, columns in `class_names` order."""

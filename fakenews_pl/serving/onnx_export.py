@@ -27,10 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fakenews_pl.hub.embedding import HubEmbedding
 from fakenews_pl.hub.pooling import make_plan
 from fakenews_pl.hub.tokenizer import HubTokenizer
-from fakenews_pl.nn.head import DenseHead
+from fakenews_pl.nn.net import FakeNewsNet
 from fakenews_pl.serving import bundle
 
 ONNX_FILE = "model.onnx"
@@ -39,12 +38,15 @@ OPSET = 18
 
 
 class PlannedClassifier(nn.Module):
-    """Embedding table + head whose forward takes the pooling plan as inputs."""
+    """A bag `FakeNewsNet`'s table and head, whose forward takes the pooling plan as inputs
+    (the head alone is held: the table is this module's own copy)."""
 
-    def __init__(self, embedding: HubEmbedding, head: DenseHead) -> None:
+    def __init__(self, net: FakeNewsNet) -> None:
         super().__init__()
-        self.weight = nn.Parameter(embedding.weight.detach().clone(), requires_grad=False)
-        self.head = head
+        if net.encoder is not None:
+            raise ValueError("a traceable graph exists for the bag model only")
+        self.weight = nn.Parameter(net.embedding.weight.detach().clone(), requires_grad=False)
+        self.head = net.head
 
     def forward(
         self,
@@ -88,9 +90,10 @@ def export_program(
     return torch.export.export(model, example, dynamic_shapes=shapes)
 
 
-def write_onnx(embedding: HubEmbedding, head: DenseHead, path: str | os.PathLike) -> None:
-    """Write the classifier as an ONNX model (opset `OPSET`) to `path`."""
-    model = PlannedClassifier(embedding, head.eval()).eval()
+def write_onnx(net: FakeNewsNet, path: str | os.PathLike) -> None:
+    """Write the bag network `net` as an ONNX model (opset `OPSET`) to `path`."""
+    model = PlannedClassifier(net.eval()).eval()
+    embedding = net.embedding
     # A few texts long enough to have 8-blocks, so every input has its general shape.
     example = graph_inputs(embedding.tokenizer, embedding.combiner, ["a b c " * 7, "a", ""])
     with torch.no_grad():

@@ -157,6 +157,7 @@ def create_app(
     # route served is one the 404 text lists.
     app = FastAPI(title="fakenews_pl", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.health = health
+    app.state.predictor = predictor
     app.state.stop_at = None  # set by `serve` on SIGTERM: the end of the shutdown grace
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if allowed_hosts is not None and "*" not in allowed_hosts:

@@ -15,8 +15,8 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fakenews_pl import temporaries
-from fakenews_pl.errors import ConfigError
-from fakenews_pl.serving.bundle import is_bundle
+from fakenews_pl.errors import REPLACED_KEYS, ConfigError
+from fakenews_pl.nn.optim import OPTIMIZERS, TABLE_OPTIMIZERS
 
 
 def run_suffix() -> str:
@@ -106,8 +106,17 @@ def check_model(cfg: DictConfig) -> None:
         lambda v: all(is_number(p) and 0 <= p < 1 for p in v),
         "rates in [0, 1)",
     )
+    for old, new in REPLACED_KEYS.items():
+        if old.removeprefix("model.") in cfg.model:
+            raise ConfigError(f"{old} was replaced: use {new}")
+    _check(cfg, "model.table_optimizer", lambda v: v in TABLE_OPTIMIZERS, _one_of(TABLE_OPTIMIZERS))
+    _check(cfg, "model.optimizer", lambda v: v in OPTIMIZERS, _one_of(OPTIMIZERS))
     _check(cfg, "model.lr", lambda v: is_number(v) and v > 0, "a learning rate > 0")
     _check(cfg, "model.adam_eps", lambda v: is_number(v) and v > 0, "an epsilon > 0")
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    return "one of " + ", ".join(choices)
 
 
 def check_data(cfg: DictConfig) -> None:
@@ -231,9 +240,10 @@ def check_eval_config(cfg: DictConfig) -> None:
         check_data(cfg)
 
 
-def check_predict_config(cfg: DictConfig) -> None:
+def check_predict_config(cfg: DictConfig, is_model_dir: Callable[[str], bool]) -> None:
     """What `predict.py` reads and writes: a text or an input file and an output path that is
-    none of its inputs, the chunk size, explain settings, the model and the device."""
+    none of its inputs, the chunk size, explain settings, the model (a checkpoint, or a
+    directory `is_model_dir` accepts) and the device."""
     check_finite(cfg)
     if (cfg.text is None) == (cfg.input is None) or (cfg.input is not None) != bool(cfg.output):
         raise ConfigError("give text=... or both input=FILE.csv and output=OUT.csv")
@@ -241,7 +251,7 @@ def check_predict_config(cfg: DictConfig) -> None:
     _check(cfg, "explain_top", lambda v: is_int(v) and v >= 1, "a token count >= 1")
     _check(cfg, "chunk_rows", lambda v: is_int(v) and v >= 1, "a row count >= 1")
     _check(cfg, "format", lambda v: v in (None, "notebook", "csv"), "notebook, csv or null")
-    check_checkpoint_and_device(cfg, bundles=True)
+    check_checkpoint_and_device(cfg, is_model_dir)
     if cfg.input is None:
         return
     _require(Path(cfg.input).is_file(), "input", cfg.input, "a CSV file (.csv or .csv.gz)")
@@ -256,12 +266,15 @@ def check_predict_config(cfg: DictConfig) -> None:
     temporaries.refuse_input_as_output(out, [cfg.input, cfg.ckpt_path], "output")
 
 
-def check_checkpoint_and_device(cfg: DictConfig, bundles: bool = False) -> None:
-    """`ckpt_path`, a checkpoint file (or with `bundles`, an exported model's directory), and
-    `device`, cpu or a CUDA GPU this machine has (what evaluate.py, predict.py and serve.py
-    load a model with)."""
+def check_checkpoint_and_device(
+    cfg: DictConfig, is_model_dir: Callable[[str], bool] | None = None
+) -> None:
+    """`ckpt_path`, a checkpoint file (or a directory `is_model_dir` accepts: an exported
+    model's, `serving.bundle.is_bundle`), and `device`, cpu or a CUDA GPU this machine has
+    (what evaluate.py, predict.py and serve.py load a model with)."""
     ckpt = cfg.get("ckpt_path")
-    ok = ckpt is not None and (Path(ckpt).is_file() or bundles and is_bundle(ckpt))
+    bundles = is_model_dir is not None
+    ok = ckpt is not None and (Path(ckpt).is_file() or bundles and is_model_dir(ckpt))
     expected = "a checkpoint file" + (
         " or a directory from scripts/export_model.py" if bundles else ""
     )

@@ -11,16 +11,13 @@ it trains. Per-step hooks (`on_before_backward`, `on_after_backward`,
 `on_before_optimizer_step`) do not run; `data.fuse_train_batches=false` runs them all.
 
 Threads: `model.step_threads` (default 1) intra-op threads run each minibatch's small ops (the
-head's forward, backward and Adam; a minibatch's bag pooling), in both training paths
-(`intra_op_threads`), and so does a fine-tuned table's work with row gradients (exact or lazy
-Adam: rows, not the table); the count found on entry comes back around a dense table's
-gradient and update (`dense_table_adam`), which are large, and after the epoch or step. MKL
-splits even a 32-row matrix product across its threads; on a shared machine one of them waits
-for a core in each product (beside a busy process on 2 cores: 0.2-0.8 ms per product instead
-of 25-55 us, and default demo runs of up to 60 s instead of at most 27 s; docs/benchmarks.md,
-"Shared machine"). The weights are identical either way (tested), except in the last bits where a
+head's forward, backward and Adam; a minibatch's bag pooling) in both training paths
+(`fakenews_pl.threads.intra_op`), and so does a fine-tuned table's work with row gradients
+(exact or lazy Adam: rows, not the table); the count found on entry comes back around a dense
+table's gradient and update (`model.table_optimizer=dense`), which are large, and after the
+epoch or step. The weights are identical either way (tested), except in the last bits where a
 minibatch has 5-7 or 9-11 rows: MKL's 2-thread products of those sizes sum in another order
-than its 1-thread ones.
+than its 1-thread ones (docs/benchmarks.md, "Shared machine").
 
 This is the only module that touches Lightning's private names: each `LightningOptimizer`'s
 `_on_before_step` / `_on_after_step`, which Lightning's manual-optimization loop points at its
@@ -31,9 +28,7 @@ way out, if an upgrade removes them (tests/test_fused.py fails loudly too).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -42,10 +37,8 @@ from pytorch_lightning.plugins.precision import Precision
 from pytorch_lightning.strategies import SingleDeviceStrategy
 
 from fakenews_pl.data.batches import MINIBATCH, minibatches
-from fakenews_pl.nn.optim import RowSparseAdam, stepper
-
-if TYPE_CHECKING:
-    from fakenews_pl.training.model import FakeNewsClassifier
+from fakenews_pl.nn.optim import Updating, stepper
+from fakenews_pl.threads import intra_op
 
 PRIVATE_HOOKS = ("_on_before_step", "_on_after_step")
 
@@ -73,48 +66,32 @@ def check_lightning(wrappers: list[LightningOptimizer]) -> None:
         )
 
 
-@contextmanager
-def intra_op_threads(threads: int | None) -> Iterator[int]:
-    """Run the block on `threads` intra-op threads (`torch.set_num_threads`; None: leave the
-    count as it is) and restore the count after; yields the count found on entry.
-
-    `torch.get_num_threads()` is this thread's OpenMP team size (`OMP_NUM_THREADS`, else the
-    cores); a set or get costs ~0.1 us, so switching around each minibatch's large ops is free.
-    """
-    previous = torch.get_num_threads()
-    if threads is not None and threads != previous:
-        torch.set_num_threads(threads)
-    try:
-        yield previous
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
-
-
-def train_epoch(model: FakeNewsClassifier, batch: dict[str, Any]) -> None:
-    """Step `model` through every minibatch of an epoch batch and record its train metrics."""
+def train_epoch(model: pl.LightningModule, batch: dict[str, Any]) -> None:
+    """Step `model` (a `FakeNewsClassifier`: its `net`, optimizers and `record`) through
+    every minibatch of an epoch batch and record its train metrics."""
     labels, size = batch["labels"], batch[MINIBATCH]
     wrappers = model.optimizers()
     wrappers = wrappers if isinstance(wrappers, list) else [wrappers]
     check_lightning(wrappers)
     head_optimizer, *table_optimizers = [w.optimizer for w in wrappers]
     trainable = bool(table_optimizers)
-    head_step, step_head = model.head.stepper(), None
+    net = model.net
+    head_step, step_head = net.head.stepper(), None
     # (The table's gradient is a new tensor every step: no AdamStep for it.)
-    step_tables = [o.update if isinstance(o, RowSparseAdam) else o.step for o in table_optimizers]
+    step_tables = [o.update if isinstance(o, Updating) else o.step for o in table_optimizers]
     logits = []
-    with intra_op_threads(model.hparams.get("step_threads")) as previous:
+    with intra_op(model.hparams.get("step_threads")) as previous:
         for part in minibatches(batch, size):
             x = part.get("pooled")
             if x is None:
                 with torch.set_grad_enabled(trainable):
-                    x = model.embedding(part["ids"], part["offsets"])  # (T,), (B,) -> (B, D)
+                    x = net.embedding(part["ids"], part["offsets"])  # (T,), (B,) -> (B, D)
                     x = x.float()  # a float64 table's vectors; the head is float32 here
             part_logits, grad = head_step(x, part["labels"], trainable)
             for wrapper in wrappers:
                 wrapper._on_before_step()
             if trainable:  # the table's gradient and update: on the previous count when large
-                with intra_op_threads(None if model.embedding.bag.sparse else previous):
+                with intra_op(None if net.embedding.bag.sparse else previous):
                     for optimizer in table_optimizers:
                         optimizer.zero_grad()
                     x.backward(grad)

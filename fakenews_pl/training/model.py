@@ -1,22 +1,24 @@
-"""The notebook's classifier as a LightningModule.
+"""The notebook's classifier as a LightningModule that trains a `FakeNewsNet`.
 
     HubEmbedding (D) -> Dense 256 ReLU -> Dropout 0.3 -> Dense 64 ReLU -> Dropout 0.2 -> Dense 1
 
-Keras parity: glorot-uniform weights and zero biases, binary cross-entropy on the logit (Keras
-does the same for a sigmoid output), Adam with lr 1e-4 and Keras's epsilon 1e-7; `optimizer`
-chooses torch's Adam arithmetic (`adam`) or Keras's, op for op (`keras_adam`). The embedding
-is frozen unless `trainable`; `sparse_embedding` trains it with sparse gradients and SparseAdam
-(`optim.RowSparseAdam`; lazy: only the rows a batch touches move), the dense path is exact Adam
-over the whole table, as Keras's Adam applies it. `training_step` takes one minibatch, or on
+The network (`fakenews_pl.nn.net`) is built from this module's hyperparameters; this module
+adds what training needs. Keras parity: glorot-uniform weights and zero biases, binary
+cross-entropy on the logit (Keras does the same for a sigmoid output), Adam with lr 1e-4 and
+Keras's epsilon 1e-7; `optimizer` chooses torch's Adam arithmetic (`adam`) or Keras's, op for
+op (`keras_adam`). The embedding is frozen unless `trainable`; `table_optimizer` then chooses
+how the table trains (`fakenews_pl.nn.optim.build_optimizers`): `exact` (the notebook's Adam,
+computed on the rows ever touched), `lazy` (SparseAdam: only the rows a batch touches move) or
+`dense` (Adam over the whole table, the reference). `training_step` takes one minibatch, or on
 one device a whole epoch of them, stepped through by `fakenews_pl.training.fused`.
 
-`encoder="cnn"` or `"bilstm"` puts a sequence encoder (`fakenews_pl.nn.encoders`, trained with the
-head's optimizer) between the token vectors and the head instead of the module's bag pooling;
-its minibatches are never fused (one `training_step` each, autograd).
+`encoder="cnn"` or `"bilstm"` puts a sequence encoder (`fakenews_pl.nn.encoders`, trained with
+the head's optimizer) between the token vectors and the head instead of the module's bag
+pooling; its minibatches are never fused (one `training_step` each, autograd).
 
-Checkpoints hold the embedding's path and sizes as hyperparameters, never the tensor; a frozen
-model's checkpoint leaves the table out altogether and reloads it from the artifact, refusing
-one whose sha256 differs from the one trained with.
+Checkpoints hold the embedding's path and sizes as hyperparameters, never the tensor
+(`fakenews_pl.training.checkpoints`: a frozen model's checkpoint leaves the table out and
+reloads it from the artifact, refusing one whose sha256 differs from the one trained with).
 """
 
 from __future__ import annotations
@@ -34,21 +36,23 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
+from fakenews_pl import threads
 from fakenews_pl.data import batches
 from fakenews_pl.data.batches import epoch_seed
 from fakenews_pl.errors import ConfigError, UserError
-from fakenews_pl.hub import artifact
 from fakenews_pl.hub.embedding import HubEmbedding
-from fakenews_pl.nn.encoders import build_encoder
+from fakenews_pl.nn.encoders import SequenceEncoder
 from fakenews_pl.nn.head import DenseHead
-from fakenews_pl.nn.optim import KerasAdam, RowSparseAdam, TouchedRowAdam
-from fakenews_pl.training import fused
-
-# model.optimizer: torch's Adam, or tf.keras's (the notebook's arithmetic: optim.KerasAdam).
-OPTIMIZERS = ("adam", "keras_adam")
-EMBEDDING_PREFIX = "embedding."
-# A fine-tuned table in a checkpoint: the artifact's (by sha256) plus these rows.
-TOUCHED_ROWS, TOUCHED_VALUES = "embedding_touched_rows", "embedding_touched_values"
+from fakenews_pl.nn.net import FakeNewsNet
+from fakenews_pl.nn.optim import (
+    OPTIMIZERS,
+    TABLE_OPTIMIZERS,
+    RowOptimizer,
+    TouchedRowAdam,
+    build_optimizers,
+    sparse_table_gradients,
+)
+from fakenews_pl.training import checkpoints, fused
 
 
 def reduces_sparse_gradients(strategy: Strategy) -> bool:
@@ -64,15 +68,15 @@ def reduces_sparse_gradients(strategy: Strategy) -> bool:
     return backend == "gloo"
 
 
-def check_strategy(sparse_trainable: bool, strategy: Strategy) -> None:
+def check_strategy(lazy_table: bool, strategy: Strategy) -> None:
     """Refuse strategies that cannot reduce the lazy table's sparse gradients (the exact table
     optimizer takes dense ones there instead)."""
-    if not sparse_trainable or reduces_sparse_gradients(strategy):
+    if not lazy_table or reduces_sparse_gradients(strategy):
         return
-    fix = "use trainer=ddp_cpu (gloo) or model.sparse_embedding=false (dense gradients)"
+    fix = "use trainer=ddp_cpu (gloo) or model.table_optimizer=exact (dense gradients there)"
     if type(strategy) is not DDPStrategy:
         raise ConfigError(
-            f"model.sparse_embedding=true with trainable=true needs DDP with the gloo backend; "
+            f"model.table_optimizer=lazy with trainable=true needs DDP with the gloo backend; "
             f"trainer.strategy is {type(strategy).__name__}, which cannot reduce sparse "
             f"gradients: {fix}"
         )
@@ -81,13 +85,13 @@ def check_strategy(sparse_trainable: bool, strategy: Strategy) -> None:
         backend = "nccl" if strategy.root_device.type == "cuda" else "gloo"
     if backend != "gloo":
         raise ConfigError(
-            f"model.sparse_embedding=true with trainable=true needs the gloo backend; "
+            f"model.table_optimizer=lazy with trainable=true needs the gloo backend; "
             f"DDP process_group_backend is {backend!r}, which has no sparse all-reduce: {fix}"
         )
 
 
 class FakeNewsClassifier(LightningModule):
-    """HubEmbedding + the notebook's dense head, trained with binary cross-entropy."""
+    """A `FakeNewsNet` trained with binary cross-entropy, its epoch metrics and history."""
 
     def __init__(
         self,
@@ -95,14 +99,13 @@ class FakeNewsClassifier(LightningModule):
         embedding_dim: int | None = None,
         embedding_rows: int | None = None,
         trainable: bool = False,
-        sparse_embedding: bool = False,
+        table_optimizer: str = "exact",
         hidden_sizes: Sequence[int] = (256, 64),
         dropouts: Sequence[float] = (0.3, 0.2),
         lr: float = 1e-4,
         adam_eps: float = 1e-7,
         class_names: Sequence[str] = ("Fake", "True"),
         step_threads: int | None = 1,
-        dense_table_adam: bool = False,
         optimizer: str = "adam",
         encoder: str = "bag",
         max_tokens: int = 256,
@@ -114,36 +117,38 @@ class FakeNewsClassifier(LightningModule):
             raise ConfigError(
                 f"model.optimizer={optimizer!r}: expected one of {', '.join(OPTIMIZERS)}"
             )
+        if table_optimizer not in TABLE_OPTIMIZERS:
+            raise ConfigError(
+                f"model.table_optimizer={table_optimizer!r}: expected one of "
+                f"{', '.join(TABLE_OPTIMIZERS)}"
+            )
         if step_threads is not None and not (type(step_threads) is int and step_threads >= 1):
             raise ConfigError(
                 f"model.step_threads={step_threads}: expected a thread count >= 1, or null "
                 f"(torch's count)"
             )
         self.save_hyperparameters()
-        # Sparse table gradients for both SparseAdam (lazy) and TouchedRowAdam (exact);
-        # dense_table_adam: torch's Adam over the whole table (the reference it equals).
-        self.embedding = HubEmbedding.load(
-            embedding_path, trainable=trainable, sparse=trainable and not dense_table_adam
-        )
-        if embedding_dim is not None and embedding_dim != self.embedding.dim:
+        # Row (sparse) table gradients for the exact and lazy optimizers; dense: torch's Adam
+        # over the whole table (the reference they equal).
+        sparse = trainable and sparse_table_gradients(table_optimizer)
+        embedding = HubEmbedding.load(embedding_path, trainable=trainable, sparse=sparse)
+        if embedding_dim is not None and embedding_dim != embedding.dim:
             rank_zero_warn(
                 f"embedding.dim is {embedding_dim} but the artifact at {embedding_path} has "
-                f"dim {self.embedding.dim}; using {self.embedding.dim}"
+                f"dim {embedding.dim}; using {embedding.dim}"
             )
-        if embedding_rows is not None and embedding_rows != self.embedding.num_rows:
+        if embedding_rows is not None and embedding_rows != embedding.num_rows:
             raise UserError(
-                f"{embedding_path} has {self.embedding.num_rows} rows; this model was built "
+                f"{embedding_path} has {embedding.num_rows} rows; this model was built "
                 f"for {embedding_rows}: it is not the embedding the checkpoint was trained with"
             )
         # Sizes, not tensors: what a checkpoint needs to rebuild the module.
-        self.hparams.embedding_dim = self.embedding.dim
-        self.hparams.embedding_rows = self.embedding.num_rows
-        # A sequence encoder (`fakenews_pl.nn.encoders`) between the token vectors and the head;
-        # None: the module's own bag pooling, the notebook's model.
-        self.encoder = build_encoder(encoder, self.embedding.dim, max_tokens, cnn, bilstm)
-        features = self.embedding.dim if self.encoder is None else self.encoder.out_dim
-        self.head = DenseHead(features, hidden_sizes, dropouts)
-        self.sparse_trainable = trainable and sparse_embedding
+        self.hparams.embedding_dim = embedding.dim
+        self.hparams.embedding_rows = embedding.num_rows
+        self.net = FakeNewsNet.from_config(
+            embedding, checkpoints.net_config(dict(self.hparams), embedding.dim)
+        )
+        self.lazy_table = trainable and table_optimizer == "lazy"
         # Stepped by hand: the table and the head have their own optimizers, and a fused
         # batch holds many minibatches (see training_step).
         self.automatic_optimization = False
@@ -155,21 +160,33 @@ class FakeNewsClassifier(LightningModule):
         self._val_row: dict[str, float] = {}
         self._table_hook: Any = None
 
+    @property
+    def embedding(self) -> HubEmbedding:
+        """The network's embedding."""
+        return self.net.embedding
+
+    @property
+    def encoder(self) -> SequenceEncoder | None:
+        """The network's sequence encoder (None: the bag)."""
+        return self.net.encoder
+
+    @property
+    def head(self) -> DenseHead:
+        """The network's dense head."""
+        return self.net.head
+
     # ------------------------------------------------------------------ forward
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Batch -> (B,) logits; `pooled` (B, D) when cached, else `ids`/`offsets` bags."""
         pooled = batch.get("pooled")
         if pooled is None:
-            pooled = self.encode(batch["ids"], batch["offsets"])
-        return self.head(pooled.to(self.head[0].weight.dtype))  # a float64 table, float32 head
+            return self.net(batch["ids"], batch["offsets"])
+        return self.net.classify(pooled)
 
     def encode(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """(T,) ids, (B,) offsets -> (B, F) the head's input: the bag's pooled vectors, or the
-        sequence encoder's features."""
-        if self.encoder is None:
-            return self.embedding(ids, offsets)  # (B, D)
-        return self.encoder(self.embedding, ids, offsets)
+        """(T,) ids, (B,) offsets -> (B, F) the head's input (`FakeNewsNet.features`)."""
+        return self.net.features(ids, offsets)
 
     @torch.no_grad()
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
@@ -204,8 +221,8 @@ class FakeNewsClassifier(LightningModule):
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         # Small ops on hparams.step_threads; a trainable table's gradient (autograd computes it
-        # with the head's) and update on the count found on entry (see fused.intra_op_threads).
-        with fused.intra_op_threads(self.hparams.get("step_threads")) as previous:
+        # with the head's) and update on the count found on entry (see fakenews_pl.threads).
+        with threads.intra_op(self.hparams.get("step_threads")) as previous:
             # Row (sparse) gradients keep the table's work small: the step's count does too.
             large = len(optimizers) > 1 and not self.embedding.bag.sparse
             table_threads = previous if large else None
@@ -213,22 +230,24 @@ class FakeNewsClassifier(LightningModule):
             loss = F.binary_cross_entropy_with_logits(logits.float(), batch["labels"])
             for optimizer in optimizers:
                 optimizer.zero_grad()
-            with fused.intra_op_threads(table_threads):
+            with threads.intra_op(table_threads):
                 self.manual_backward(loss)
             optimizers[0].step()  # the head's
-            with fused.intra_op_threads(table_threads):
+            with threads.intra_op(table_threads):
                 for optimizer in optimizers[1:]:
                     optimizer.step()
             self.record("train", logits, batch["labels"])
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Record validation loss and accuracy (dropout off)."""
-        self.record("val", self(batch), batch["labels"])
+        """Record validation loss and accuracy (dropout off), on `step_threads` threads."""
+        with threads.intra_op(self.hparams.get("step_threads")):
+            self.record("val", self(batch), batch["labels"])
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Record test loss and accuracy (dropout off)."""
-        self.record("test", self(batch), batch["labels"])
+        """Record test loss and accuracy (dropout off), on `step_threads` threads."""
+        with threads.intra_op(self.hparams.get("step_threads")):
+            self.record("test", self(batch), batch["labels"])
 
     def _compute(self, split: str) -> dict[str, float]:
         """Epoch-level values (synced across ranks by torchmetrics), then reset."""
@@ -279,50 +298,27 @@ class FakeNewsClassifier(LightningModule):
     def setup(self, stage: str) -> None:
         """Refuse strategies that cannot train this model (see `check_strategy`); where sparse
         gradients cannot be all-reduced, the exact table optimizer gets dense ones."""
-        check_strategy(self.sparse_trainable, self.trainer.strategy)
+        check_strategy(self.lazy_table, self.trainer.strategy)
         if not reduces_sparse_gradients(self.trainer.strategy):
             self.embedding.bag.sparse = False
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """Adam for the head; for a trainable table, a second optimizer: `TouchedRowAdam`
-        (torch's Adam over the whole table, exactly, computed on the rows ever touched: the
-        notebook's optimizer), torch's Adam itself (`dense_table_adam`), or SparseAdam
-        (`sparse_embedding`, lazy: only the rows a minibatch touches move). Adam is
-        per-parameter, so two optimizers step exactly as one over both. `optimizer=keras_adam`:
-        tf.keras's Adam arithmetic instead (`KerasAdam`; the exact table optimizers in its form
-        for an embedding's row gradients; SparseAdam, not the notebook's, keeps torch's)."""
+        """Adam for the head (and a sequence encoder); for a trainable table, a second one as
+        `table_optimizer` says (`fakenews_pl.nn.optim.build_optimizers`)."""
         hp = self.hparams
-        keras = hp.get("optimizer", "adam") == "keras_adam"
-        # The fused kernel is the same Adam in one pass over memory: for a dense 1M-row table
-        # that is ~4x faster than the per-tensor loop on CPU.
-        fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters())
-        head = list(self.head.parameters())  # and a sequence encoder's: trained alike
-        head += [] if self.encoder is None else list(self.encoder.parameters())
-        optimizers: list[torch.optim.Optimizer] = [
-            KerasAdam(head, lr=hp.lr, eps=hp.adam_eps)
-            if keras
-            else torch.optim.Adam(head, lr=hp.lr, eps=hp.adam_eps, fused=fused)
-        ]
         table = [p for p in self.embedding.parameters() if p.requires_grad]
-        if table and self.sparse_trainable:
-            optimizers.append(RowSparseAdam(table, lr=hp.lr, eps=hp.adam_eps))
-        elif table and hp.dense_table_adam and keras:
-            optimizers.append(KerasAdam(table, lr=hp.lr, eps=hp.adam_eps, row_gradients=True))
-        elif table and hp.dense_table_adam:
-            optimizers.append(torch.optim.Adam(table, lr=hp.lr, eps=hp.adam_eps, fused=fused))
-        elif table:
-            arithmetic = "keras" if keras else "torch"
-            exact = TouchedRowAdam(
-                table, lr=hp.lr, eps=hp.adam_eps, fused=fused, arithmetic=arithmetic
-            )
-            optimizers.append(exact)
+        optimizers = build_optimizers(
+            self.net.head_parameters(), table, hp.get("optimizer", "adam"),
+            hp.get("table_optimizer", "exact"), hp.lr, hp.adam_eps,
+        )  # fmt: skip
+        if isinstance(exact := optimizers[-1], TouchedRowAdam):
             # It writes moved rows into the table lazily: each lookup syncs the rows it reads.
             if self._table_hook is not None:
                 self._table_hook.remove()
             self._table_hook = exact.watch(self.embedding, self.embedding.weight)
         return optimizers
 
-    def _table_optimizer(self) -> TouchedRowAdam | RowSparseAdam | None:
+    def _table_optimizer(self) -> RowOptimizer | None:
         """The trainer's row optimizer of the table (exact or lazy), if it trains with one."""
         if not self.hparams.trainable:
             return None
@@ -330,12 +326,11 @@ class FakeNewsClassifier(LightningModule):
             optimizers = self.trainer.optimizers
         except RuntimeError:  # not attached to a trainer
             return None
-        row_optimizers = (TouchedRowAdam, RowSparseAdam)
-        return next((o for o in optimizers if isinstance(o, row_optimizers)), None)
+        return next((o for o in optimizers if isinstance(o, RowOptimizer)), None)
 
     def _sync_table(self) -> None:
-        """Write every row `TouchedRowAdam` has moved into the table."""
-        if isinstance(optimizer := self._table_optimizer(), TouchedRowAdam):
+        """Write every row the row optimizer has moved into the table."""
+        if (optimizer := self._table_optimizer()) is not None:
             optimizer.sync(self.embedding.weight)
 
     def on_train_end(self) -> None:
@@ -348,46 +343,23 @@ class FakeNewsClassifier(LightningModule):
         optimizer = self._table_optimizer()
         if optimizer is None:
             return None
-        self._sync_table()
+        optimizer.sync(self.embedding.weight)
         return optimizer.touched_rows(self.embedding.weight)
 
     # ------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the history and the artifact's sha256; of the table, nothing when frozen, the
-        moved rows only after the row optimizers (exact or lazy), all of it after torch's
-        dense Adam."""
-        checkpoint["embedding_sha256"] = self.embedding.meta.get("sha256")
+        """Keep the history, the run's seed, and of the table what `checkpoints.keep_table`
+        keeps (nothing when frozen, the moved rows after a row optimizer)."""
         checkpoint["history"] = list(self.history)
         checkpoint["seed"] = torch.initial_seed()  # the run's (seed_everything): resume checks it
-        state = checkpoint["state_dict"]
-        rows = self._touched_rows()
-        if self.hparams.trainable and rows is None:
-            return
-        # The table is the artifact's except for the rows the optimizer moved: keep those only.
-        for key in [k for k in state if k.startswith(EMBEDDING_PREFIX)]:
-            del state[key]
-        if rows is not None:
-            checkpoint[TOUCHED_ROWS] = rows.cpu().clone()
-            checkpoint[TOUCHED_VALUES] = self.embedding.weight.detach()[rows].cpu()
+        checkpoints.keep_table(
+            checkpoint, self.embedding, bool(self.hparams.trainable), self._touched_rows()
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the history; refill a frozen table from the artifact, if it is the same one."""
+        """Restore the history; a checkpoint of before `net` in today's form; the table from
+        the artifact, if it is the same one, and the moved rows (`checkpoints.restore_table`)."""
+        checkpoints.migrate(checkpoint)
         self.history = list(checkpoint.get("history", []))
-        state = checkpoint["state_dict"]
-        if any(k.startswith(EMBEDDING_PREFIX) for k in state):
-            return
-        expected, actual = checkpoint.get("embedding_sha256"), self.embedding.meta.get("sha256")
-        if expected != actual:
-            raise UserError(
-                f"{self.hparams.embedding_path} is not the embedding this checkpoint was trained "
-                f"with: sha256 {actual} != {expected}"
-            )
-        table = self.embedding.state_dict()
-        if TOUCHED_ROWS in checkpoint:
-            # The artifact's table, as read from disk, with the moved rows written over it.
-            original = artifact.read(self.hparams.embedding_path).table
-            original[checkpoint[TOUCHED_ROWS]] = checkpoint[TOUCHED_VALUES].to(original.dtype)
-            table = {key: original for key in table}
-        for key, value in table.items():
-            state[EMBEDDING_PREFIX + key] = value
+        checkpoints.restore_table(checkpoint, self.embedding, self.hparams.embedding_path)

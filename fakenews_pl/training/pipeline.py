@@ -1,24 +1,22 @@
-"""Building blocks that `train.py` and `evaluate.py` wire together from the Hydra config."""
+"""The training pipeline (`train`, what train.py and every search trial run) and the building
+blocks evaluate.py wires together from the Hydra config."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import os
-import pickle
 import resource
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning import Callback, Trainer
+from pytorch_lightning import Callback, Trainer, seed_everything
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
@@ -120,7 +118,7 @@ def build_trainer(cfg: DictConfig, model: FakeNewsClassifier) -> Trainer:
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     # Before fit launches any process: a refused combination costs nothing.
-    check_strategy(model.sparse_trainable, trainer.strategy)
+    check_strategy(model.lazy_table, trainer.strategy)
     return trainer
 
 
@@ -131,33 +129,9 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if ckpt != "last":
         return ckpt
     runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
-    here = Path(cfg.paths.output_dir).resolve()
-    found = [p for p in runs.glob("*/checkpoints/last.ckpt") if p.parents[1].resolve() != here]
-    if not found:
-        raise MissingInputError(
-            f"ckpt_path=last: no earlier run under {runs} has checkpoints/last.ckpt; "
-            "give the checkpoint's path instead"
-        )
-    newest = str(max(found, key=lambda p: p.stat().st_mtime))
+    newest = checkpoints.resolve_last(runs, Path(cfg.paths.output_dir).resolve())
     rank_zero_info(f"ckpt_path=last: resuming {newest}")
     return newest
-
-
-@contextlib.contextmanager
-def refusing_unsafe_checkpoints(path: str | None) -> Iterator[None]:
-    """Verify the checkpoint at `path` (every record's CRC-32: `checkpoints.verify`), then turn
-    `torch.load(weights_only=True)`'s refusal of a checkpoint that holds code or arbitrary
-    objects into one clear line naming the file."""
-    if path is not None:
-        checkpoints.verify(path)
-    try:
-        yield
-    except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[0][:200]
-        raise UserError(
-            f"{path}: refused to load: a checkpoint holds tensors and plain data only, this one "
-            f"holds other objects that would run code on load ({reason})"
-        ) from e
 
 
 def fit(
@@ -165,7 +139,7 @@ def fit(
 ) -> None:
     """`trainer.fit`, resuming from `ckpt_path` (verified, loaded with `weights_only=True`;
     train.py first checks it is a checkpoint of this very run: `check_resume`)."""
-    with refusing_unsafe_checkpoints(ckpt_path):
+    with checkpoints.refusing_unsafe(ckpt_path):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
 
@@ -186,7 +160,7 @@ def check_resume(ckpt_path: str, model: FakeNewsClassifier, datamodule: Any) -> 
     split (the fingerprint) and the model's settings must equal this run's; every difference
     is named in one line (a seed or split change would turn training rows into validation
     rows; another network would not load)."""
-    checkpoint = read_checkpoint(ckpt_path)
+    checkpoint = checkpoints.read(ckpt_path)
     differ = []
 
     def compare(key: str, recorded: Any, actual: Any) -> None:
@@ -195,11 +169,11 @@ def check_resume(ckpt_path: str, model: FakeNewsClassifier, datamodule: Any) -> 
 
     if "seed" in checkpoint:
         compare("seed", checkpoint["seed"], torch.initial_seed())
-    saved_data = checkpoint.get("datamodule_hyper_parameters") or {}
+    saved_data = checkpoint.get(checkpoints.DATA_HPARAMS) or {}
     for key in RESUME_DATA_KEYS:
         if key in saved_data:
             compare(f"data.{key}", saved_data[key], datamodule.hparams.get(key))
-    saved_model = checkpoint.get("hyper_parameters") or {}
+    saved_model = checkpoint.get(checkpoints.HPARAMS) or {}
     for key in sorted(set(saved_model) | set(model.hparams)):
         if key not in RESUME_FREE_MODEL_KEYS:
             name = "trainable" if key == "trainable" else f"model.{key}"
@@ -229,7 +203,7 @@ def _short(value: Any) -> str:
 
 def load_model(path: str, **kwargs: Any) -> FakeNewsClassifier:
     """A model checkpoint loaded with `weights_only=True` (no code runs on load)."""
-    with refusing_unsafe_checkpoints(path):
+    with checkpoints.refusing_unsafe(path):
         return FakeNewsClassifier.load_from_checkpoint(path, weights_only=True, **kwargs)
 
 
@@ -296,41 +270,36 @@ def write_report(
     out_dir: str,
     info: dict[str, Any],
     synthetic: bool = False,
+    report_val: bool = False,
 ) -> dict[str, float]:
     """Predict train and test, then write metrics.json, tables and plots into `out_dir`;
-    `synthetic` marks the report as made on the demo's synthetic inputs."""
+    `synthetic` marks the report as made on the demo's synthetic inputs; `report_val` adds the
+    validation split's metrics to metrics.json (`val/f1_Fake`, ...: what a search judges)."""
+    splits = [*reports.REPORT_SPLITS, *(["val"] if report_val else [])]
     predictions = {
-        split: reports.predict_logits(model, datamodule.split_dataloader(split))
-        for split in reports.REPORT_SPLITS
+        split: reports.predict_logits(model, datamodule.split_dataloader(split)) for split in splits
     }
     hp = datamodule.hparams
     info = {
         "embedding": model.hparams.embedding_path,
         "trainable": model.hparams.trainable,
-        "sparse_embedding": model.hparams.sparse_embedding,
+        "table_optimizer": model.hparams.table_optimizer,
         "data": datamodule.paths,
         "validation": "the test set" if hp.val_source == "test" else f"{hp.val_fraction} of train",
         **info,
     }
     note = demo.NOTE if synthetic else None
     metrics = reports.write_report(
-        out_dir, predictions, datamodule.class_names, model.history, info, note
+        out_dir, predictions, datamodule.class_names, model.history, info, note, splits
     )
     rank_zero_info(f"Report written to {out_dir}: {', '.join(reports.REPORT_FILES)}")
     return metrics
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint's dict, tensors memory-mapped (cheap for a fine-tuned table), loaded with
-    `weights_only=True`: for what a model's `load_from_checkpoint` does not hand back."""
-    with refusing_unsafe_checkpoints(str(path)):
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-
-
 def check_test_rows(ckpt_path: str, datamodule: FakeNewsDataModule, strict: bool = True) -> None:
     """Refuse (or with `strict=False` warn) when the rows `datamodule` calls test are not the
     rows the run in `ckpt_path` held out, as the checkpoint records them."""
-    checkpoint = read_checkpoint(ckpt_path)
+    checkpoint = checkpoints.read(ckpt_path)
     recorded = checkpoint.get(type(datamodule).__qualname__, {}).get("fingerprint", {}).get("test")
     if recorded is None:
         rank_zero_warn(
@@ -362,7 +331,7 @@ def load_checkpoint(cfg: DictConfig) -> tuple[FakeNewsClassifier, FakeNewsDataMo
         labels = cfg.data.get("label_names") or list(model.hparams.class_names)
         datamodule = build_datamodule(cfg.data, path, label_names=labels)
     else:
-        with refusing_unsafe_checkpoints(cfg.ckpt_path):
+        with checkpoints.refusing_unsafe(cfg.ckpt_path):
             datamodule = FakeNewsDataModule.load_from_checkpoint(
                 cfg.ckpt_path, weights_only=True, embedding_path=path
             )
@@ -374,3 +343,39 @@ def load_checkpoint(cfg: DictConfig) -> tuple[FakeNewsClassifier, FakeNewsDataMo
             f"{list(model.hparams.class_names)}"
         )
     return model, datamodule
+
+
+def train(
+    cfg: DictConfig,
+    callbacks: Sequence[Callback] = (),
+    info: dict[str, Any] | None = None,
+    report_val: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit, then report on train and test: (metrics.json's content, the objects built). What
+    train.py runs, and every search trial (with its pruning callback added, its trial number
+    in `info`, which report.md lists, and `report_val`: see `write_report`).
+
+    Only rank 0 reports; other ranks return empty metrics.
+    """
+    started = time.perf_counter()
+    seed_everything(cfg.seed, workers=True, verbose=False)
+    clean_stale_temporaries(cfg)
+    synthetic = prepare_demo(cfg)
+    embedding_path = ensure_embedding(cfg.embedding)
+    datamodule = build_datamodule(cfg.data, embedding_path)
+    model = build_model(cfg.model, datamodule)
+    ckpt_path = resolve_ckpt_path(cfg)
+    if ckpt_path is not None:  # before the Trainer: a refusal is the only line printed
+        check_resume(ckpt_path, model, datamodule)
+    trainer = build_trainer(cfg, model)
+    trainer.callbacks.extend(callbacks)
+    fit(trainer, model, datamodule, ckpt_path)
+    objects = {"datamodule": datamodule, "model": model, "trainer": trainer}
+    if not trainer.is_global_zero:
+        return {}, objects
+    refuse_divergence(model, cfg.paths.output_dir)
+    reported = weights_for_report(trainer, model, cfg.report_on)
+    info = {"weights": REPORT_ON[cfg.report_on], **(info or {})}
+    metrics = write_report(reported, datamodule, cfg.paths.output_dir, info, synthetic, report_val)
+    write_run_info(cfg, trainer, started)
+    return metrics, {**objects, "reported_model": reported}

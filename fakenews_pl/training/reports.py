@@ -12,7 +12,6 @@ Files written into a run dir (`REPORT_FILES`): `metrics.json` (flat keys, see `s
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,8 @@ from torchmetrics.classification import (
     MulticlassPrecision,
     MulticlassRecall,
 )
+
+from fakenews_pl import temporaries
 
 REPORT_SPLITS = ("train", "test")
 REPORT_FILES = (
@@ -191,8 +192,11 @@ def write_report(
     history: Sequence[dict[str, float]],
     info: dict[str, Any],
     note: str | None = None,
+    splits: Sequence[str] = REPORT_SPLITS,
 ) -> dict[str, float]:
     """Write every file of `REPORT_FILES` into `out_dir`; return the metrics.json dict.
+    `splits`: those whose metrics go into metrics.json (train and test are also reported in
+    report.md and plotted; a search trial adds val, what it is judged on).
 
     `predictions` maps a split to its (logits, labels); `info` is listed at the top of
     report.md (what was trained, which weights are reported); `note` (say, that the inputs
@@ -200,13 +204,14 @@ def write_report(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    reports = {s: split_metrics(s, *predictions[s], class_names) for s in REPORT_SPLITS}
-    metrics = {k: v for report in reports.values() for k, v in report.metrics.items()}
+    computed = {s: split_metrics(s, *predictions[s], class_names) for s in splits}
+    metrics = {k: v for report in computed.values() for k, v in report.metrics.items()}
     metrics.update(history_metrics(history))
     if note:
         metrics["note"] = note
         info = {"note": note, **info}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    temporaries.write_json(out / "metrics.json", metrics)
+    reports = {s: computed[s] for s in REPORT_SPLITS}
     classification_report(reports).to_csv(out / "classification_report.csv")
     lines = ["# Classification report", ""]
     lines += [f"- **{key}**: {value}" for key, value in info.items()]

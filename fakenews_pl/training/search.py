@@ -46,11 +46,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
-from pytorch_lightning import Callback, LightningModule, Trainer, seed_everything
+from pytorch_lightning import Callback, LightningModule, Trainer
 
 from fakenews_pl import temporaries
 from fakenews_pl.errors import ConfigError, UserError
-from fakenews_pl.training import config, pipeline, reports, summary
+from fakenews_pl.training import config, pipeline, summary
 
 log = logging.getLogger(__name__)
 
@@ -173,32 +173,13 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
 # ------------------------------------------------------------------ one trial
 
 
-def validation_metrics(model: Any, datamodule: Any) -> dict[str, float]:
-    """`val/*` metrics of the reported weights (loss, accuracy, per-class F1 ...), as
-    metrics.json names the train and test ones."""
-    logits, labels = reports.predict_logits(model, datamodule.split_dataloader("val"))
-    return reports.split_metrics("val", logits, labels, datamodule.class_names).metrics
-
-
 def run_trial(cfg: DictConfig, trial: optuna.Trial, prune_on: str) -> dict[str, Any]:
-    """Train as `train.py` does with `PruneOnValidation` added; metrics.json, with the
-    validation split's metrics added (`val/f1_Fake`, ...), is returned."""
-    started = time.perf_counter()
+    """Train as `train.py` does (`pipeline.train`) with `PruneOnValidation` added; metrics.json
+    holds the validation split's metrics too (`val/f1_Fake`, ...), and is returned."""
     config.check_train_config(cfg)
-    seed_everything(cfg.seed, workers=True, verbose=False)
-    synthetic = pipeline.prepare_demo(cfg)
-    embedding_path = pipeline.ensure_embedding(cfg.embedding)
-    datamodule = pipeline.build_datamodule(cfg.data, embedding_path)
-    model = pipeline.build_model(cfg.model, datamodule)
-    trainer = pipeline.build_trainer(cfg, model)
-    trainer.callbacks.append(PruneOnValidation(trial, prune_on))
-    pipeline.fit(trainer, model, datamodule, None)
-    reported = pipeline.weights_for_report(trainer, model, cfg.report_on)
-    info = {"weights": pipeline.REPORT_ON[cfg.report_on], "search trial": trial.number}
-    metrics = pipeline.write_report(reported, datamodule, cfg.paths.output_dir, info, synthetic)
-    metrics.update(validation_metrics(reported, datamodule))
-    temporaries.write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
-    pipeline.write_run_info(cfg, trainer, started)
+    callbacks = [PruneOnValidation(trial, prune_on)]
+    info = {"search trial": trial.number}
+    metrics, _ = pipeline.train(cfg, callbacks, info, report_val=True)
     return metrics
 
 

@@ -1,0 +1,64 @@
+"""One thread helper for training, evaluation and serving, and serve.py's `threads` reaching
+the model's forward passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from fakenews_pl import threads
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_intra_op_sets_the_count_for_the_block_and_restores_it() -> None:
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    with threads.intra_op(other) as found:
+        assert found == before and torch.get_num_threads() == other
+    assert torch.get_num_threads() == before
+    with threads.intra_op(None) as found:
+        assert torch.get_num_threads() == before == found
+    with pytest.raises(RuntimeError), threads.intra_op(other):
+        raise RuntimeError
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_serve_py_threads_run_the_model_on_that_many_threads(
+    count: int, exported_bundle: Path, root_script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve.py threads=N: every forward pass of the served model runs on N intra-op threads
+    (it used to be reset to 1 around each one), whatever the process's count is."""
+    import httpx
+
+    serve = root_script("serve")
+    apps = []
+    monkeypatch.setattr(serve.server, "serve", lambda app, *args, **kwargs: apps.append(app))
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("serve", overrides=[f"ckpt_path={exported_bundle}", f"threads={count}"])
+    torch.set_num_threads(3)
+    try:
+        serve.serve(cfg)
+        (app,) = apps
+        seen = []
+        predictor = app.state.predictor
+        predictor.net.head.register_forward_pre_hook(
+            lambda *_: seen.append(torch.get_num_threads())
+        )
+        transport = httpx.ASGITransport(app=app)
+
+        async def post() -> httpx.Response:
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+                return await c.post("/predict", json={"texts": ["a headline", "another"]})
+
+        import asyncio
+
+        response = asyncio.run(post())
+        assert response.status_code == 200, response.text
+        assert seen and set(seen) == {count}
+    finally:
+        torch.set_num_threads(2)
