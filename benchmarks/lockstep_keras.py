@@ -132,7 +132,7 @@ def ours_model(artifact: str | Path, trainable: bool, optimizer: str, start: dic
         for o in optimizers:
             if isinstance(o, TouchedRowAdam):
                 o.sync()  # it writes moved rows into the table lazily
-        return {k: v.detach().numpy() for k, v in model.state_dict().items() if k in start}
+        return {k: v.detach().numpy() for k, v in model.net.state_dict().items() if k in start}
 
     return model, synced_weights
 

@@ -15,8 +15,7 @@ from fakenews_pl.hub import artifact
 from fakenews_pl.hub.embedding import HubEmbedding
 from fakenews_pl.hub.tokenizer import TextRecipe
 from fakenews_pl.nn.optim import RowSparseAdam, TouchedRowAdam
-from fakenews_pl.training import model as model_module
-from fakenews_pl.training import pipeline
+from fakenews_pl.training import checkpoints, pipeline
 
 VOCAB = ["the", "fake", "news", "is", "true"]
 BUCKETS = 2
@@ -228,7 +227,7 @@ def test_a_classifier_trains_on_a_float64_table(
     assert torch.equal(model.predict_proba(texts), torch.sigmoid(model.head(pooled.float())))
     original = HubEmbedding.load(path).weight
     if not cfg.trainable:
-        assert datamodule.pooled.dtype == torch.float32 and torch.equal(table, original)
+        assert datamodule.plan.pooled.dtype == torch.float32 and torch.equal(table, original)
         return
     optimizer = objects["trainer"].optimizers[1]  # the table's; [0] is the head's
     sparse = "model.table_optimizer=lazy" in extra
@@ -238,6 +237,6 @@ def test_a_classifier_trains_on_a_float64_table(
     moved = (table != original).any(dim=1)
     assert moved.sum() > 10
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert saved[model_module.TOUCHED_VALUES].dtype == torch.float64
+    assert saved[checkpoints.TOUCHED_VALUES].dtype == torch.float64
     reloaded = pipeline.load_model(str(tmp_path / "checkpoints" / "last.ckpt"))
     assert torch.equal(reloaded.embedding.weight, table)

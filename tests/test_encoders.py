@@ -117,7 +117,7 @@ def test_a_trained_encoder_reloads_and_exports_identically(
     texts = [*run["datamodule"].texts("test")[:40].tolist(), *TEXTS]
     expected = run["model"].predict_proba(texts).numpy()
     clf = Classifier.load(run["dir"] / "checkpoints" / "last.ckpt")
-    assert clf.encoder_config["name"] == key
+    assert clf.net.config.encoder == key
     assert np.array_equal(clf.predict_proba(texts)[:, 1], expected)
     info = clf.export(tmp_path / "bundle")
     assert info["encoder"]["name"] == key and "encoder.safetensors" in info["sha256"]

@@ -5,6 +5,7 @@ refused."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 from fakenews_pl.errors import ConfigError, UserError
 
@@ -24,6 +26,17 @@ def _train(args: list[str], log_dir: Path, demo_args: list[str]) -> subprocess.C
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests" / "support")}
     cmd = [sys.executable, "train.py", *demo_args, f"paths.log_dir={log_dir}", *QUIET, *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+
+
+def _train_here(args: list[str], log_dir: Path, demo_args: list[str], root_script) -> Path:
+    """The same run as `_train`, in this process (what is tested is the killed process, not
+    these): returns its run dir."""
+    out = log_dir / "train" / "runs" / "in_process"
+    overrides = [*demo_args, f"paths.log_dir={log_dir}", f"paths.output_dir={out}", *QUIET]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, *args])
+    root_script("train").train(cfg)
+    return out
 
 
 def _run_dir(log_dir: Path) -> Path:
@@ -67,30 +80,40 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     ],
 )
 def test_a_killed_run_resumes_to_the_same_end(
-    fused: bool, extra: list[str], kill: list[str], cli_overrides, tmp_path: Path
+    fused: bool,
+    extra: list[str],
+    kill: list[str],
+    cli_overrides,
+    root_script,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The run that is killed is a process of its own (SIGKILL mid-epoch); the uninterrupted
+    run and the resumed one run in this process."""
     demo_args = [o for o in cli_overrides(tmp_path) if not o.startswith("paths.log_dir")]
     common = [f"data.fuse_train_batches={fused}", *extra]
-    whole = _train(common, tmp_path / "whole", demo_args)
-    assert whole.returncode == 0, whole.stderr[-3000:]
+    whole_run = _train_here(common, tmp_path / "whole", demo_args, root_script)
     killed = _train(
         [*common, "+callbacks.kill._target_=kill_callback.KillAt", *kill],
         tmp_path / "killed",
         demo_args,
     )
     assert killed.returncode == -9  # SIGKILL: nothing ran after it
-    assert not (_run_dir(tmp_path / "killed") / "metrics.json").exists()
-    resumed = _train([*common, "ckpt_path=last"], tmp_path / "killed", demo_args)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "ckpt_path=last: resuming" in resumed.stdout + resumed.stderr
-    runs = sorted((tmp_path / "killed" / "train" / "runs").iterdir(), key=os.path.getmtime)
-    whole_run, resumed_run = _run_dir(tmp_path / "whole"), runs[-1]
+    killed_run = _run_dir(tmp_path / "killed")
+    assert not (killed_run / "metrics.json").exists()
+    with caplog.at_level(logging.INFO):
+        resumed_run = _train_here(
+            [*common, "ckpt_path=last"], tmp_path / "killed", demo_args, root_script
+        )
+    # It resumed the killed run's last.ckpt (a fresh run with the same seed would end the same).
+    assert f"ckpt_path=last: resuming {killed_run / 'checkpoints' / 'last.ckpt'}" in caplog.text
+    assert (resumed_run / "checkpoints" / "last.ckpt").is_file() and killed_run != resumed_run
     expected = json.loads((whole_run / "metrics.json").read_text())
     assert json.loads((resumed_run / "metrics.json").read_text()) == expected
     a, b = _weights(whole_run), _weights(resumed_run)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     rows = "embedding_touched_rows"
-    ckpts = [torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in runs[-1:]]
+    ckpts = [torch.load(resumed_run / "checkpoints" / "last.ckpt", weights_only=True)]
     whole_ckpt = torch.load(whole_run / "checkpoints" / "last.ckpt", weights_only=True)
     if rows in whole_ckpt:  # the fine-tuned table: the same rows moved to the same values
         for key in (rows, "embedding_touched_values"):

@@ -10,8 +10,7 @@ import torch
 
 from fakenews_pl.data import demo
 from fakenews_pl.hub.embedding import HubEmbedding
-from fakenews_pl.training import model as model_module
-from fakenews_pl.training import pipeline, reports
+from fakenews_pl.training import checkpoints, pipeline, reports
 
 SEED_FILES = ["gos_1", "gos_2", "gos_3", "gos_4", "gos_5", "news_7"]
 
@@ -109,11 +108,13 @@ def test_frozen_cache_trains_exactly_like_token_batches(
 ) -> None:
     runs = {}
     for cached in (True, False):
-        without = [] if cached else ["~callbacks.pooled_features"]
-        cfg = compose_train(tmp_path / str(cached), *without)
+        # Minibatches of pooled vectors (the plan, unfused) against minibatches of token ids
+        # (no plan handed over)
+        without = [] if cached else ["~callbacks.plan_batches"]
+        cfg = compose_train(tmp_path / str(cached), "data.fuse_train_batches=false", *without)
         runs[cached] = root_script("train").train(cfg)
     (cached_metrics, cached), (token_metrics, tokens) = runs[True], runs[False]
-    assert cached["datamodule"].pooled is not None and tokens["datamodule"].pooled is None
+    assert cached["datamodule"].plan.pooled is not None and tokens["datamodule"].plan.pooled is None
     assert cached_metrics == token_metrics
     assert cached["model"].history == tokens["model"].history
     for (key, a), (_, b) in zip(
@@ -198,7 +199,7 @@ def test_finetuning_trains_the_table(
     saved = torch.load(ckpt, weights_only=True)
     # Exact or lazy Adam: only the touched rows are saved, the rest is the artifact's.
     assert not any(k.startswith("net.embedding.") for k in saved["state_dict"])
-    rows = saved[model_module.TOUCHED_ROWS]
+    rows = saved[checkpoints.TOUCHED_ROWS]
     assert set(moved.nonzero().squeeze(1).tolist()) <= set(rows.tolist())
     assert len(rows) < len(table)
     (table_state,) = saved["optimizer_states"][1]["state"].values()

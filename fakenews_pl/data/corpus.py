@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from fakenews_pl import temporaries
 from fakenews_pl.errors import UserError
@@ -435,6 +434,9 @@ def _stratified(
     rows: np.ndarray, labels: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded stratified split of `rows`, each part back in file order."""
+    # scikit-learn takes ~1 s to import: only runs that split pay it, not predict or serve.
+    from sklearn.model_selection import train_test_split
+
     try:
         keep, held = train_test_split(
             rows, test_size=fraction, stratify=labels[rows], random_state=seed
