@@ -37,7 +37,9 @@ TRAIN_ROWS, TEST_ROWS = 1340, 660  # the notebook's 67/33 train/test proportion
 FAKE_SHARE = 0.4  # the notebook's data is about 40% Fake
 LABEL_NOISE = 0.08
 EMBEDDING, TRAIN_CSV, TEST_CSV = "embedding", "train.csv", "test.csv"  # inside paths.demo_dir
-NOTE = "synthetic demo inputs (fakenews_pl.data.demo): not real news"
+# Written into metrics.json, report.md and every figure; worded as before the package had
+# subpackages, so a demo run's metrics.json stays byte-identical across that change.
+NOTE = "synthetic demo inputs (fakenews_pl.demo): not real news"
 
 _NAMES = [
     "Ava Marlow",

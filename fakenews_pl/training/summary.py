@@ -18,17 +18,17 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 from hydra.experimental.callback import Callback
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 from omegaconf import DictConfig
 
 from fakenews_pl import temporaries
 from fakenews_pl.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
 # metrics.json keys of a row, in table order ({c}: each class)
@@ -160,6 +160,8 @@ def collect(runs_dir: Path, metric: str | None = None, expected: int | None = No
     """A row per run directory directly below `runs_dir`, in job order (with `metric`'s
     column when it is not among the usual ones); with `expected` jobs, a `not finished` row
     for each job number that has no directory (never started)."""
+    import pandas as pd  # pandas and matplotlib: only a sweep's end pays for them
+
     runs = sorted((run for run in runs_dir.iterdir() if run.is_dir()), key=_sort_key)
     rows = [row for row in (read_run(run, metric) for run in runs) if row is not None]
     seen = {row["run"] for row in rows}
@@ -189,6 +191,8 @@ def check_metric(frame: pd.DataFrame, metric: str, runs_dir: Path) -> None:
 
 def counts(frame: pd.DataFrame) -> str:
     """`N runs: F finished, X failed, U not finished` for a summary's frame."""
+    import pandas as pd  # pandas and matplotlib: only a sweep's end pays for them
+
     status = frame["status"] if "status" in frame else pd.Series(dtype=object)
     parts = [f"{int((status == s).sum())} {s}" for s in (FINISHED, FAILED, NOT_FINISHED)]
     return f"{len(frame)} runs: {', '.join(parts)}"
@@ -196,6 +200,8 @@ def counts(frame: pd.DataFrame) -> str:
 
 def mark_best(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     """Add `best` (True on the run with the best `metric`; none if no run has it)."""
+    import pandas as pd  # pandas and matplotlib: only a sweep's end pays for them
+
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be min or max, got {mode!r}")
     frame = frame.copy()
@@ -237,6 +243,10 @@ def _markdown(frame: pd.DataFrame, metric: str, mode: str, expected: int | None 
 
 def _plot(frame: pd.DataFrame, path: Path) -> None:
     """Test accuracy and F1 of the first class per run, frozen vs fine-tuned per embedding."""
+    import pandas as pd
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
     f1 = next((c for c in frame.columns if c.startswith("test/f1_")), None)
     fig = Figure(figsize=(max(6, 1.2 * len(frame) + 3), 4), layout="constrained")
     axes = fig.subplots(1, 2)
@@ -272,6 +282,8 @@ def write_summary(
     sweep dir itself); the best run by `metric` (`mode` min for losses, else max) marked; each
     file written atomically. Returns the counts line (`counts`). A `metric` that no finished
     run has is a `SummaryError` (`strict=False`: no run is marked best)."""
+    import pandas as pd  # pandas and matplotlib: only a sweep's end pays for them
+
     sweep_dir = Path(sweep_dir)
     runs_dir = Path(runs_dir) if runs_dir else sweep_dir
     mode = mode or ("min" if "loss" in metric else "max")
