@@ -69,7 +69,7 @@ REPLACED_KEYS = {
 
 
 def replaced_key_hint(text: str) -> str:
-    """"; <key> was replaced: use <new spelling>" for each replaced key `text` names."""
+    """ "; <key> was replaced: use <new spelling>" for each replaced key `text` names."""
     return "".join(
         f"; {key} was replaced: use {new}" for key, new in REPLACED_KEYS.items() if key in text
     )

@@ -12,7 +12,8 @@ sha256 of every file; `Classifier.load("exported/")`, `predict.py ckpt_path=expo
 TF-Hub-format SavedModel with the source module's text recipe (`hub.KerasLayer` loads it;
 needs the `[tf]` extra). `--onnx` adds the whole classifier as model.onnx (the pooling plan
 as inputs: `fakenews_pl.serving.onnx_export`; the `[onnx]` extra). CKPT may also be a bundle. Every
-output appears only once complete; errors are one line on stderr (exit status 2).
+output appears only once complete; errors are one line on stderr (exit status 2). The formats
+and their checks live in `fakenews_pl.serving.export`.
 """
 
 from __future__ import annotations
@@ -22,39 +23,6 @@ import sys
 from pathlib import Path
 
 from fakenews_pl.errors import EXIT_STATUS, UserError
-
-# What each output holds when export_model.py wrote it: only such a directory is replaced.
-MARKERS = {
-    "OUT_DIR": "bundle.json",
-    "--tfhub": "fakenews_pl_export.json",
-    "--keras": "fakenews_pl_export.json",
-}
-
-
-def check_output(flag: str, out: Path, marker: str, overwrite: bool) -> None:
-    """An output may be new, or with `overwrite` a directory this command wrote before."""
-    if not out.exists() and not out.is_symlink():
-        return
-    if not overwrite:
-        raise UserError(f"{out} already exists (pass --overwrite to replace it)")
-    if not out.is_dir() or out.is_symlink() or not (out / marker).is_file():
-        raise UserError(
-            f"{flag} {out}: --overwrite replaces only a directory export_model.py wrote (one "
-            f"holding {marker}); this one is not, so it is left as it is: choose another path"
-        )
-
-
-def refuse_overlap(flag: str, out: Path, inputs: list[str | Path]) -> None:
-    """Refuse an output that is, holds or lies inside one of `inputs` (what the command reads,
-    and its other outputs): writing it would replace or delete them."""
-    target = out.resolve()
-    for given in inputs:
-        source = Path(given).resolve()
-        if target == source or target in source.parents or source in target.parents:
-            raise UserError(
-                f"{flag} {out} overlaps {given}, which export_model.py reads or writes; "
-                "expected an output outside every input and every other output"
-            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,48 +48,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--keras builds on the --tfhub module: give --tfhub DIR too")
     if args.onnx and args.out_dir is None:
         parser.error("--onnx adds model.onnx to a bundle: give OUT_DIR")
-    outputs = {
-        flag: path
-        for flag, path in (
-            ("OUT_DIR", args.out_dir),
-            ("--tfhub", args.tfhub),
-            ("--keras", args.keras),
-        )
-        if path is not None
-    }
+    # The command line's outputs as export formats (fakenews_pl.serving.export.FORMATS).
+    bundle = "onnx" if args.onnx else "bundle"
+    given = {bundle: (args.out_dir, "OUT_DIR"), "tfhub": (args.tfhub, "--tfhub"),
+             "keras": (args.keras, "--keras")}  # fmt: skip
+    outputs = {name: path for name, (path, _) in given.items() if path is not None}
+    labels = {name: label for name, (_, label) in given.items()}
     try:
-        for flag, out in outputs.items():
-            others = [path for other, path in outputs.items() if other != flag]
-            refuse_overlap(flag, out, [args.source, *others])
-            check_output(flag, out, MARKERS[flag], args.overwrite)
-        if not (args.source.is_file() or (args.source / "bundle.json").is_file()):
-            raise UserError(f"{args.source}: expected a checkpoint file or an exported bundle")
-        from fakenews_pl.serving.classifier import Classifier
+        from fakenews_pl.serving.export import export
 
-        clf = Classifier.load(args.source)
-        for flag, out in outputs.items():
-            refuse_overlap(flag, out, [clf.embedding.meta["path"]])
-        if args.out_dir is not None:
-            info = clf.export(args.out_dir, str(args.source), args.overwrite, onnx=args.onnx)
-            table = "fine-tuned" if info["fine_tuned"] else "frozen"
-            print(f"wrote {args.out_dir}: {len(info['sha256'])} files, {table} embedding")
-        if args.tfhub is not None:
-            from fakenews_pl.hub.tfhub_export import export_tfhub
-
-            tuned = None if clf.table_from_artifact else clf.embedding.weight.detach().cpu()
-            export_tfhub(args.tfhub, clf.embedding.meta["path"], tuned, overwrite=args.overwrite)
-            print(f"wrote {args.tfhub}: a TF-Hub-format SavedModel (hub.KerasLayer loads it)")
-        if args.keras is not None:
-            from fakenews_pl.hub.tfhub_export import export_keras_classifier
-
-            layers = [
-                (layer.weight.detach().cpu().numpy(), layer.bias.detach().cpu().numpy())
-                for layer in clf.head.linears
-            ]
-            export_keras_classifier(
-                args.keras, args.tfhub, layers, clf.class_names, overwrite=args.overwrite
-            )
-            print(f"wrote {args.keras}: the classifier as a tf-keras SavedModel")
+        for line in export(args.source, outputs, args.overwrite, labels):
+            print(line)
     except (UserError, FileExistsError) as e:  # FileExistsError: another process wrote it
         print(f"error: {e}", file=sys.stderr)
         return EXIT_STATUS

@@ -439,3 +439,32 @@ def test_isot_token_cache_is_keyed_by_the_text_field(
     assert np.array_equal(load(text_field="text").ids, text.ids)
     with pytest.raises(AssertionError, match="tokenized again"):
         load(text_field="text", strip_dateline=False)
+
+
+def test_data_formats_are_one_registry_that_load_reads(
+    tiny_csv: Path, demo_assets: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data.format` names an entry of `corpus.DATA_FORMATS`: a format added there is read by
+    `load` (with its own text spec in the token cache's key), and the three formats' specs
+    are the keys caches were written under before the registry."""
+    assert corpus.FORMATS == ("notebook", "csv", "isot")
+    settings = corpus.ReadSettings("title", "label", "both", False)
+    assert [corpus.DATA_FORMATS[f].text_spec(settings) for f in corpus.FORMATS] == [
+        {"format": "notebook", "text_column": "title"},
+        {"format": "csv", "text_column": "title"},
+        {"format": "isot", "text_field": "both", "strip_dateline": False},
+    ]
+
+    def read_upper(path: Path, s: corpus.ReadSettings):
+        texts, labels = read_labelled_csv(path, s.text_column, s.label_column, notebook=False)
+        return np.array([t.upper() for t in texts], dtype=object), labels
+
+    upper = corpus.DataFormat(
+        "upper", read_upper, lambda s: {"format": "upper"}, lambda s: s.label_column
+    )
+    monkeypatch.setitem(corpus.DATA_FORMATS, "upper", upper)
+    plain = corpus.load([tiny_csv], demo_assets["embedding"], fmt="csv", text_column="text")
+    shouted = corpus.load([tiny_csv], demo_assets["embedding"], fmt="upper", text_column="text")
+    assert list(shouted.texts) == [t.upper() for t in plain.texts]
+    with pytest.raises(ValueError, match="data.format must be one of"):
+        corpus.load([tiny_csv], demo_assets["embedding"], fmt="tsv")

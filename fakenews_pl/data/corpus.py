@@ -39,7 +39,6 @@ from fakenews_pl.errors import UserError
 from fakenews_pl.hub import artifact
 from fakenews_pl.hub.tokenizer import HubTokenizer
 
-FORMATS = ("notebook", "csv", "isot")
 # The Kaggle / ISOT "Fake and real news" dataset: one file per class, named after its label.
 ISOT_FILES = ("Fake.csv", "True.csv")
 ISOT_COLUMNS = "title,text,subject,date"
@@ -160,6 +159,57 @@ def read_isot_csv(
         texts = texts[texts != ""]
     label = path.name.split(".")[0]
     return texts.to_numpy(dtype=object), np.full(len(texts), label)
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """The `data.*` settings a data format may read a file with."""
+
+    text_column: str = "for_glove"
+    label_column: str = "label"
+    text_field: str = "title"
+    strip_dateline: bool = True
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    """One way to read labelled files (`data.format`): `read(path, settings)` -> (texts,
+    labels) as arrays, or a `DataError`; `text_spec(settings)`: what decides the texts (part of
+    the token cache's key); `label_column(settings)`: how errors name the labels' source."""
+
+    name: str
+    read: Callable[[Path, ReadSettings], tuple[np.ndarray, np.ndarray]]
+    text_spec: Callable[[ReadSettings], dict[str, Any]]
+    label_column: Callable[[ReadSettings], str]
+
+
+# data.format: the notebook's columns and preprocessing, any CSV as it is, the ISOT files. A
+# new format is one entry here (and its data/*.yaml).
+DATA_FORMATS: dict[str, DataFormat] = {
+    "notebook": DataFormat(
+        "notebook",
+        lambda path, s: read_labelled_csv(path, s.text_column, s.label_column, notebook=True),
+        lambda s: {"format": "notebook", "text_column": s.text_column},
+        lambda s: s.label_column,
+    ),
+    "csv": DataFormat(
+        "csv",
+        lambda path, s: read_labelled_csv(path, s.text_column, s.label_column, notebook=False),
+        lambda s: {"format": "csv", "text_column": s.text_column},
+        lambda s: s.label_column,
+    ),
+    "isot": DataFormat(
+        "isot",
+        lambda path, s: read_isot_csv(path, s.text_field, s.strip_dateline),
+        lambda s: {
+            "format": "isot",
+            "text_field": s.text_field,
+            "strip_dateline": s.strip_dateline,
+        },
+        lambda s: "label (the file's name)",
+    ),
+}
+FORMATS = tuple(DATA_FORMATS)
 
 
 def read_header(path: Path) -> list[str]:
@@ -354,15 +404,13 @@ def load(
     (all of them by default), like `LabelEncoder` fitted on the training data. `text_field`
     and `strip_dateline` are `fmt="isot"`'s (`read_isot_csv`).
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"data.format must be one of {FORMATS}, got {fmt!r}")
-    if fmt == "isot":
-        read = [read_isot_csv(p, text_field, strip_dateline) for p in paths]
-        label_column = "label (the file's name)"
-        text_spec = {"format": fmt, "text_field": text_field, "strip_dateline": strip_dateline}
-    else:
-        read = [read_labelled_csv(p, text_column, label_column, fmt == "notebook") for p in paths]
-        text_spec = {"format": fmt, "text_column": text_column}
+    if fmt not in DATA_FORMATS:
+        raise ValueError(f"data.format must be one of {tuple(DATA_FORMATS)}, got {fmt!r}")
+    settings = ReadSettings(text_column, label_column, text_field, strip_dateline)
+    data_format = DATA_FORMATS[fmt]
+    read = [data_format.read(Path(p), settings) for p in paths]
+    label_column = data_format.label_column(settings)
+    text_spec = data_format.text_spec(settings)
     if label_names is not None:
         names = [str(name) for name in label_names]
     else:
