@@ -112,7 +112,9 @@ def root_script() -> Callable[[str], ModuleType]:
     """root_script("train") -> train.py imported from the repository root (sys.path untouched)."""
 
     def _load(name: str) -> ModuleType:
-        spec = importlib.util.spec_from_file_location(f"{name}_script", REPO_ROOT / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(
+            f"{Path(name).name}_script", REPO_ROOT / f"{name}.py"
+        )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module

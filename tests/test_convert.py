@@ -542,32 +542,16 @@ def test_the_exporters_private_names_still_exist():
 
 
 @pytest.mark.slow
-def test_cli_converts_a_float64_module_to_float32(exporter_module, tmp_path):
+def test_cli_converts_a_float64_module_to_float32(exporter_module, tmp_path, root_script, capsys):
+    """The command line's --dtype and --relative-tolerance, in this process (the script's
+    process is tested by test_cli_converts_and_reports)."""
     module, _ = exporter_module
-    script = str(REPO / "scripts" / "convert_tfhub.py")
-    run = subprocess.run(
-        [sys.executable, script, str(module), str(tmp_path / "out"), "--dtype", "float32"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "5,003 x 16 float32" in run.stdout
-    assert "stored as float32 from float64, max |TF - torch| / max |TF| = " in run.stdout
-    strict = subprocess.run(
-        [
-            sys.executable,
-            script,
-            str(module),
-            str(tmp_path / "no"),
-            "--dtype",
-            "float32",
-            "--relative-tolerance",
-            "1e-9",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert strict.returncode == 1 and "> relative tolerance 1e-09" in strict.stderr
+    script = root_script("scripts/convert_tfhub")
+    assert script.main([str(module), str(tmp_path / "out"), "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "5,003 x 16 float32" in out
+    assert "stored as float32 from float64, max |TF - torch| / max |TF| = " in out
+    strict = [str(module), str(tmp_path / "no"), "--dtype", "float32"]
+    assert script.main([*strict, "--relative-tolerance", "1e-9"]) == 1
+    assert "> relative tolerance 1e-09" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()

@@ -144,11 +144,18 @@ def test_sparse_fine_tuning_moves_only_the_rows_the_training_texts_use(runs: dic
 
 
 @pytest.mark.slow
-def test_an_encoder_axis_in_a_sweep_and_a_search(cli_overrides, tiny_run, tmp_path: Path) -> None:
+def test_an_encoder_axis_in_a_sweep_and_a_search(
+    cli_overrides, tiny_run, compose_train, tmp_path: Path
+) -> None:
+    """A `train.py -m` sweep over the encoders (a process: Hydra's multirun and its summary
+    callback), then a search over them (in this process: search.py's own process is tested in
+    tests/test_search.py)."""
     import subprocess
     import sys
 
     import pandas as pd
+
+    from fakenews_pl.training import search
 
     repo = Path(__file__).resolve().parents[1]
     sweep = tmp_path / "sweep"
@@ -160,12 +167,10 @@ def test_an_encoder_axis_in_a_sweep_and_a_search(cli_overrides, tiny_run, tmp_pa
     assert frame["encoder"].tolist() == ["bag", "cnn", "bilstm"]
     assert frame["error"].isna().all() and frame["test/accuracy"].notna().all()
     # The search's encoder axis: every trial names the encoder it trained.
-    command = [sys.executable, "search.py", "hparams_search=encoder_optuna", "search.n_trials=3"]
-    command += [*tiny_run, *cli_overrides(tmp_path)]
-    proc = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (summary,) = (tmp_path / "logs" / "search").rglob("summary.csv")
-    trials = pd.read_csv(summary)
+    overrides = ["hparams_search=encoder_optuna", "search.n_trials=3", *tiny_run]
+    cfg = compose_train(tmp_path / "search", *overrides, config_name="search")
+    search.run_search(cfg, tmp_path / "search" / "study")
+    trials = pd.read_csv(tmp_path / "search" / "study" / "summary.csv")
     assert len(trials) == 3 and set(trials["encoder"]) <= {"bag", "cnn", "bilstm"}
     pairs = zip(trials["encoder"], trials["overrides"], strict=True)
     assert all(f"model.encoder={encoder}" in overrides for encoder, overrides in pairs)
