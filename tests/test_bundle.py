@@ -44,14 +44,11 @@ print(json.dumps({"p": clf.predict_proba(texts).tolist(), "labels": clf.predict(
 
 
 @pytest.fixture(scope="module")
-def runs(compose_train, root_script, tmp_path_factory) -> dict[str, Path]:
-    """Checkpoints of a frozen and a fine-tuned tiny demo run."""
-    checkpoints = {}
-    for name, overrides in (("frozen", []), ("tuned", ["trainable=true"])):
-        out = tmp_path_factory.mktemp(name)
-        root_script("train").train(compose_train(out, *overrides))
-        checkpoints[name] = out / "checkpoints" / "last.ckpt"
-    return checkpoints
+def runs(trained_run, compose_train, root_script, tmp_path_factory) -> dict[str, Path]:
+    """Checkpoints of a frozen (the session's) and a fine-tuned tiny demo run."""
+    out = tmp_path_factory.mktemp("tuned")
+    root_script("train").train(compose_train(out, "trainable=true"))
+    return {"frozen": trained_run["ckpt"], "tuned": out / "checkpoints" / "last.ckpt"}
 
 
 @pytest.mark.parametrize("kind", ["frozen", "tuned"])
@@ -189,16 +186,15 @@ def test_export_model_py_writes_a_bundle_and_refuses_in_one_line(
 @pytest.mark.tf
 @pytest.mark.slow
 def test_export_model_py_tfhub_round_trips_the_fine_tuned_table(
-    runs: dict[str, Path], tmp_path: Path
+    runs: dict[str, Path], tmp_path: Path, root_script
 ) -> None:
+    """--tfhub and --keras, in this process (export_model.py's process is tested above)."""
     pytest.importorskip("tensorflow_hub")
     from fakenews_pl.hub.convert import convert
 
     tfhub, keras_dir = tmp_path / "module", tmp_path / "keras"
-    command = [sys.executable, "scripts/export_model.py", str(runs["tuned"])]
-    command += ["--tfhub", str(tfhub), "--keras", str(keras_dir)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    argv = [str(runs["tuned"]), "--tfhub", str(tfhub), "--keras", str(keras_dir)]
+    assert root_script("scripts/export_model").main(argv) == 0
     clf = Classifier.load(runs["tuned"])
     convert(str(tfhub), tmp_path / "again", show_progress=False)
     again = artifact.read(tmp_path / "again")

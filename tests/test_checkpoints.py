@@ -116,10 +116,8 @@ def test_a_killed_save_is_removed_before_the_next_runs_first_save(
 
 
 @pytest.fixture(scope="module")
-def trained(compose_train, root_script, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    root_script("train").train(compose_train(out))
-    return out / "checkpoints" / "last.ckpt"
+def trained(trained_run: dict) -> Path:
+    return trained_run["ckpt"]
 
 
 def _damaged(source: Path, target: Path, how: str) -> Path:

@@ -30,6 +30,12 @@ from fakenews_pl.training import config
         ("model.dropouts=[0.3,nan]", "model.dropouts[1]=nan: expected a finite number"),
         ("data.val_fraction=-inf", "data.val_fraction=-inf: expected a finite number"),
         ("seed=-1", "seed=-1: expected an integer in [0, 2**32 - 1]"),
+        ("model.table_optimizer=sparse", "model.table_optimizer=sparse: expected one of exact,"),
+        ("model.optimizer=sgd", "model.optimizer=sgd: expected one of adam, keras_adam"),
+        (
+            "+model.dense_table_adam=true",
+            "model.dense_table_adam was replaced: use model.table_optimizer=dense (true)",
+        ),
         (
             "trainer.enable_checkpointing=false",
             "trainer.enable_checkpointing=False: expected true while callbacks.model_checkpoint,"

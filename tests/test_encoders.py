@@ -144,28 +144,14 @@ def test_sparse_fine_tuning_moves_only_the_rows_the_training_texts_use(runs: dic
 
 
 @pytest.mark.slow
-def test_an_encoder_axis_in_a_sweep_and_a_search(
-    cli_overrides, tiny_run, compose_train, tmp_path: Path
-) -> None:
-    """A `train.py -m` sweep over the encoders (a process: Hydra's multirun and its summary
-    callback), then a search over them (in this process: search.py's own process is tested in
-    tests/test_search.py)."""
-    import subprocess
-    import sys
-
+def test_an_encoder_axis_in_a_search(tiny_run, compose_train, tmp_path: Path) -> None:
+    """A search over the encoders (in this process: search.py's and `train.py -m`'s processes
+    are tested in tests/test_search.py and test_summary.py, with the same run.json the
+    summary's `encoder` column reads)."""
     import pandas as pd
 
     from fakenews_pl.training import search
 
-    repo = Path(__file__).resolve().parents[1]
-    sweep = tmp_path / "sweep"
-    command = [sys.executable, "train.py", "-m", "model.encoder=bag,cnn,bilstm", *tiny_run]
-    command += [*cli_overrides(tmp_path), f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    frame = pd.read_csv(sweep / "summary.csv")
-    assert frame["encoder"].tolist() == ["bag", "cnn", "bilstm"]
-    assert frame["error"].isna().all() and frame["test/accuracy"].notna().all()
     # The search's encoder axis: every trial names the encoder it trained.
     overrides = ["hparams_search=encoder_optuna", "search.n_trials=3", *tiny_run]
     cfg = compose_train(tmp_path / "search", *overrides, config_name="search")

@@ -97,6 +97,8 @@ def errors_root() -> Path:
             "error: In 'train.yaml': Could not find 'embedding/bogus' Available options in "
             "'embedding':",
         ),
+        # A key that was replaced: Hydra's refusal, with the new spelling at its end.
+        (["model.sparse_embedding=true"], "error: Could not override 'model.sparse_embedding'"),
     ],
 )
 def test_hydras_own_errors_are_one_line_and_leave_no_run_dir(
@@ -111,6 +113,10 @@ def test_hydras_own_errors_are_one_line_and_leave_no_run_dir(
     assert proc.returncode == errors.EXIT_STATUS
     assert proc.stderr.startswith(message) and proc.stderr.count("\n") == 1, proc.stderr
     assert not [p for p in (tmp_path / "logs").rglob("*") if p.is_file()]  # no run dir left
+    replaced = [key for key in errors.REPLACED_KEYS if argv[0].startswith(key + "=")]
+    assert proc.stderr.rstrip().endswith(
+        "".join(f"; {key} was replaced: use {errors.REPLACED_KEYS[key]}" for key in replaced)
+    )
 
 
 @pytest.mark.slow

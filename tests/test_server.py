@@ -97,12 +97,11 @@ def serve_args(ckpt: Path, port: int, log_dir: Path, *overrides: str) -> list[st
 
 
 @pytest.fixture(scope="module")
-def run(compose_train, root_script, tmp_path_factory) -> dict:
-    """A tiny demo run: its checkpoint and test texts."""
-    out = tmp_path_factory.mktemp("run")
-    _, objects = root_script("train").train(compose_train(out))
-    texts = objects["datamodule"].texts("test")[:6].tolist()
-    return {"ckpt": out / "checkpoints" / "last.ckpt", "texts": texts, "out": out}
+def run(trained_run: dict, tmp_path_factory) -> dict:
+    """The session's tiny demo run: its checkpoint and test texts; `out` for the server's
+    files."""
+    texts = trained_run["datamodule"].texts("test")[:6].tolist()
+    return {"ckpt": trained_run["ckpt"], "texts": texts, "out": tmp_path_factory.mktemp("serve")}
 
 
 @pytest.fixture(scope="module")
