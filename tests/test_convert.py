@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -338,39 +336,19 @@ def test_short_names_resolve_through_tensorflow_hub(modules, monkeypatch):
         convert_mod.resolve_source("no-such-thing")
 
 
-def test_cli_converts_and_reports(modules, tmp_path):
+def test_cli_converts_and_reports(modules, tmp_path, root_script, capsys):
+    """The command line's options and report, in this process (its process is tested in
+    tests/test_convert_tfhub.py: nothing on stderr, one-line errors)."""
     probes = tmp_path / "probes.txt"
     probes.write_text("my own  sentence\nAnother, one!\n", encoding="utf-8")
     out = tmp_path / "cli"
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "convert_tfhub.py"),
-            str(modules["v1_skip_empty"]),
-            str(out),
-            "--probe-file",
-            str(probes),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "max |TF - torch|" in run.stdout
+    script = root_script("scripts/convert_tfhub")
+    assert script.main([str(modules["v1_skip_empty"]), str(out), "--probe-file", str(probes)]) == 0
+    assert "max |TF - torch|" in capsys.readouterr().out
     meta = HubEmbedding.load(out).meta
     assert meta["parity"]["probes"] == len(default_probes(VOCAB)) + 2
-    bad = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "convert_tfhub.py"),
-            str(tmp_path / "missing"),
-            str(tmp_path / "never"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert bad.returncode == 1 and "neither a SavedModel directory" in bad.stderr
+    assert script.main([str(tmp_path / "missing"), str(tmp_path / "never")]) == 1
+    assert "neither a SavedModel directory" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
 
 

@@ -4,6 +4,7 @@ trial; the same command twice through search.py; the search space and pruning ca
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -126,8 +127,10 @@ def test_a_killed_search_resumes_to_its_trial_count(
 
 @pytest.mark.slow
 def test_the_same_search_command_twice_runs_its_trials_once(
-    cli_overrides, tiny_run, tmp_path: Path
+    cli_overrides, tiny_run, compose_train, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """search.py as a process, then the same search again in this process: it finds the study
+    the command made (in the directory named after the study) and runs nothing."""
     cmd = [sys.executable, "search.py", "search.n_trials=1", *cli_overrides(tmp_path), *tiny_run]
     env = {**os.environ, "PROJECT_ROOT": str(REPO)}
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
@@ -135,9 +138,10 @@ def test_the_same_search_command_twice_runs_its_trials_once(
     sweep = tmp_path / "logs" / "search" / "head_optuna"  # one directory per study name
     best = yaml.safe_load((sweep / search.BEST_OVERRIDES).read_text())
     assert "python train.py" in first.stdout and best[0] in first.stdout
-    second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "0 of 1 to run" in second.stdout + second.stderr
+    cfg = _search_cfg(compose_train, tmp_path, "search.n_trials=1", *tiny_run)
+    with caplog.at_level(logging.INFO):
+        study = search.run_search(cfg, sweep)
+    assert "0 of 1 to run" in caplog.text and len(study.trials) == 1
     assert sorted(p.name for p in (sweep / "trials").iterdir()) == ["0"]
 
 
