@@ -82,13 +82,17 @@ def test_a_bundle_gives_the_checkpoints_probabilities(
     assert again["sha256"] == info["sha256"]
 
 
-def test_a_bundle_loads_where_lightning_hydra_and_tensorflow_cannot_be_imported(
-    runs: dict[str, Path], tmp_path: Path
+@pytest.mark.parametrize("source", ["bundle", "checkpoint"])
+def test_a_model_loads_where_lightning_hydra_and_tensorflow_cannot_be_imported(
+    source: str, runs: dict[str, Path], tmp_path: Path
 ) -> None:
+    """A bundle, and a (fine-tuned) checkpoint too: serving rebuilds its network from the
+    checkpoint's hyperparameters and weights without Lightning."""
     clf = Classifier.load(runs["tuned"])
     clf.export(tmp_path / "bundle")
+    path = tmp_path / "bundle" if source == "bundle" else runs["tuned"]
     proc = subprocess.run(
-        [sys.executable, "-c", BLOCKED_IMPORTS, str(tmp_path / "bundle"), json.dumps(TEXTS)],
+        [sys.executable, "-c", BLOCKED_IMPORTS, str(path), json.dumps(TEXTS)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

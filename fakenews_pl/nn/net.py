@@ -76,6 +76,28 @@ class NetConfig:
         return {**values, "hidden_sizes": list(self.hidden_sizes), "dropouts": list(self.dropouts)}
 
 
+class HoldsNet:
+    """The parts of `self.net` (a `FakeNewsNet`) by name, for the classes that hold one (the
+    LightningModule, the Classifier)."""
+
+    net: FakeNewsNet
+
+    @property
+    def embedding(self) -> nn.Module:
+        """The network's embedding (a `HubEmbedding`: tokenizer, table, the artifact's meta)."""
+        return self.net.embedding
+
+    @property
+    def encoder(self) -> SequenceEncoder | None:
+        """The network's sequence encoder (None: the bag)."""
+        return self.net.encoder
+
+    @property
+    def head(self) -> DenseHead:
+        """The network's dense head."""
+        return self.net.head
+
+
 class FakeNewsNet(nn.Module):
     """Embedding, optional sequence encoder and dense head: token bags -> (B,) logits."""
 

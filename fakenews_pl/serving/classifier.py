@@ -27,10 +27,7 @@ import torch
 
 from fakenews_pl import temporaries, threads
 from fakenews_pl.errors import UserError
-from fakenews_pl.hub.embedding import HubEmbedding
-from fakenews_pl.nn.encoders import SequenceEncoder
-from fakenews_pl.nn.head import DenseHead
-from fakenews_pl.nn.net import FakeNewsNet
+from fakenews_pl.nn.net import FakeNewsNet, HoldsNet
 from fakenews_pl.serving import bundle
 from fakenews_pl.training import checkpoints
 
@@ -42,7 +39,7 @@ from fakenews_pl.training import checkpoints
 THREADS = 1
 
 
-class Classifier:
+class Classifier(HoldsNet):
     """A trained `FakeNewsNet` in evaluation mode, with the class names and the data settings
     it was trained with; its forward passes run on `threads` intra-op threads."""
 
@@ -63,21 +60,6 @@ class Classifier:
         # a fine-tuned checkpoint's does not).
         self.table_from_artifact = table_from_artifact
         self.threads = threads  # None: torch's count
-
-    @property
-    def embedding(self) -> HubEmbedding:
-        """The network's embedding (its tokenizer, table and artifact's meta)."""
-        return self.net.embedding
-
-    @property
-    def encoder(self) -> SequenceEncoder | None:
-        """The network's sequence encoder (None: the bag)."""
-        return self.net.encoder
-
-    @property
-    def head(self) -> DenseHead:
-        """The network's dense head."""
-        return self.net.head
 
     @classmethod
     def load(

@@ -41,9 +41,7 @@ from fakenews_pl.data import batches
 from fakenews_pl.data.batches import epoch_seed
 from fakenews_pl.errors import ConfigError, UserError
 from fakenews_pl.hub.embedding import HubEmbedding
-from fakenews_pl.nn.encoders import SequenceEncoder
-from fakenews_pl.nn.head import DenseHead
-from fakenews_pl.nn.net import FakeNewsNet
+from fakenews_pl.nn.net import FakeNewsNet, HoldsNet
 from fakenews_pl.nn.optim import (
     OPTIMIZERS,
     TABLE_OPTIMIZERS,
@@ -90,7 +88,7 @@ def check_strategy(lazy_table: bool, strategy: Strategy) -> None:
         )
 
 
-class FakeNewsClassifier(LightningModule):
+class FakeNewsClassifier(HoldsNet, LightningModule):
     """A `FakeNewsNet` trained with binary cross-entropy, its epoch metrics and history."""
 
     def __init__(
@@ -159,21 +157,6 @@ class FakeNewsClassifier(LightningModule):
         self.history: list[dict[str, float]] = []
         self._val_row: dict[str, float] = {}
         self._table_hook: Any = None
-
-    @property
-    def embedding(self) -> HubEmbedding:
-        """The network's embedding."""
-        return self.net.embedding
-
-    @property
-    def encoder(self) -> SequenceEncoder | None:
-        """The network's sequence encoder (None: the bag)."""
-        return self.net.encoder
-
-    @property
-    def head(self) -> DenseHead:
-        """The network's dense head."""
-        return self.net.head
 
     # ------------------------------------------------------------------ forward
 
