@@ -105,3 +105,43 @@ def test_a_note_marks_every_file(tmp_path: Path) -> None:
     for name in ("confusion_matrix_train.png", "confusion_matrix_test.png", "curves.png"):
         a, b = imread(tmp_path / "plain" / name), imread(tmp_path / "marked" / name)
         assert a.shape != b.shape or not np.array_equal(a, b), name  # the banner is drawn
+
+
+def _block_values(block: str, class_names: list[str]) -> dict[str, float]:
+    """The figures an end-of-run block shows, read back from its text."""
+    lines = block.splitlines()
+    accuracy = next(line for line in lines if line.startswith("test accuracy "))
+    values = {"test/accuracy": float(accuracy.split()[2]), "rows": int(accuracy.split()[4])}
+    for line in lines:
+        name, *rest = line.split()
+        if name in class_names:
+            for key, value in zip(("precision", "recall", "f1"), rest[:3], strict=True):
+                values[f"test/{key}_{name}"] = float(value)
+            values[f"test/support_{name}"] = int(rest[3].replace(",", ""))
+    return values
+
+
+def test_the_end_of_run_block_says_what_metrics_json_says(
+    trained_run: dict, compose_train, root_script, tmp_path: Path, capsys
+) -> None:
+    """evaluate.py (as train.py) ends by printing the test accuracy, the weights it reports and
+    each class's precision/recall/F1; the figures equal metrics.json's, and the synthetic-demo
+    banner is there exactly when the inputs were the demo (metrics.json's `note`)."""
+    cfg = compose_train(tmp_path, f"ckpt_path={trained_run['ckpt']}", config_name="eval")
+    capsys.readouterr()
+    root_script("evaluate").evaluate(cfg)
+    block = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    names = ["Fake", "True"]
+    shown = _block_values(block, names)
+    for key, value in shown.items():
+        if key == "rows":
+            assert value == sum(metrics[f"test/support_{c}"] for c in names)
+        else:
+            assert value == round(metrics[key], 4 if isinstance(value, float) else 0), key
+    assert len(shown) == 2 + 4 * len(names)
+    assert f"weights: those of {trained_run['ckpt']}" in block and f"run dir: {tmp_path}" in block
+    assert metrics["note"] and block.splitlines()[0] == reports.SYNTHETIC_BANNER
+    real = {k: v for k, v in metrics.items() if k != "note"}  # the same figures, real inputs
+    assert reports.SYNTHETIC_BANNER not in reports.end_of_run(real, names, tmp_path, "w")
+    assert all(len(line) <= 80 for line in reports.end_of_run(real, names, "run", "w").split("\n"))

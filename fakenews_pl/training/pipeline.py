@@ -271,8 +271,10 @@ def write_report(
     info: dict[str, Any],
     synthetic: bool = False,
     report_val: bool = False,
+    weights: str | None = None,
 ) -> dict[str, float]:
-    """Predict train and test, then write metrics.json, tables and plots into `out_dir`;
+    """Predict train and test, then write metrics.json, tables and plots into `out_dir` and
+    print the end-of-run block (`reports.end_of_run`; `weights`: which weights these are);
     `synthetic` marks the report as made on the demo's synthetic inputs; `report_val` adds the
     validation split's metrics to metrics.json (`val/f1_Fake`, ...: what a search judges)."""
     splits = [*reports.REPORT_SPLITS, *(["val"] if report_val else [])]
@@ -292,7 +294,8 @@ def write_report(
     metrics = reports.write_report(
         out_dir, predictions, datamodule.class_names, model.history, info, note, splits
     )
-    rank_zero_info(f"Report written to {out_dir}: {', '.join(reports.REPORT_FILES)}")
+    weights = weights or str(info.get("weights", "as loaded"))
+    print(reports.end_of_run(metrics, datamodule.class_names, out_dir, weights), flush=True)
     return metrics
 
 
@@ -345,6 +348,16 @@ def load_checkpoint(cfg: DictConfig) -> tuple[FakeNewsClassifier, FakeNewsDataMo
     return model, datamodule
 
 
+def reported_weights(report_on: str, history: Sequence[dict[str, float]]) -> str:
+    """Which weights a run reports, in words: the last epoch's (the notebook's) or the best."""
+    if report_on == "best":
+        best = min(history, key=lambda row: row.get("val/loss", math.inf)) if history else {}
+        epoch = best.get("epoch", "?")
+        return f"the best epoch's, epoch {epoch} by val/loss (report_on=best)"
+    epochs = history[-1]["epoch"] if history else "?"
+    return f"the last epoch's, epoch {epochs} (report_on=last, as the notebook)"
+
+
 def train(
     cfg: DictConfig,
     callbacks: Sequence[Callback] = (),
@@ -376,6 +389,9 @@ def train(
     refuse_divergence(model, cfg.paths.output_dir)
     reported = weights_for_report(trainer, model, cfg.report_on)
     info = {"weights": REPORT_ON[cfg.report_on], **(info or {})}
-    metrics = write_report(reported, datamodule, cfg.paths.output_dir, info, synthetic, report_val)
+    weights = reported_weights(cfg.report_on, reported.history)
+    metrics = write_report(
+        reported, datamodule, cfg.paths.output_dir, info, synthetic, report_val, weights
+    )
     write_run_info(cfg, trainer, started)
     return metrics, {**objects, "reported_model": reported}

@@ -223,3 +223,25 @@ def write_report(
         plot_confusion(report, class_names, title, out / f"confusion_matrix_{split}.png", note)
     plot_curves(history, out / "curves.png", note)
     return metrics
+
+
+SYNTHETIC_BANNER = "SYNTHETIC DEMO DATA: these figures say nothing about news"
+
+
+def end_of_run(
+    metrics: dict[str, Any], class_names: Sequence[str], out_dir: str | Path, weights: str
+) -> str:
+    """What a run prints when it ends: the banner when its inputs were the synthetic demo
+    (metrics.json's `note`), the test accuracy and which weights it describes (`weights`),
+    precision/recall/F1 per class as the notebook's report has them, and the run dir."""
+    rows = int(sum(metrics.get(f"test/support_{c}", 0) for c in class_names))
+    lines = [SYNTHETIC_BANNER] if metrics.get("note") else []
+    lines.append(f"test accuracy {metrics['test/accuracy']:.4f} on {rows:,} rows")
+    lines.append(f"weights: {weights}")
+    lines.append(f"{'class':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
+    for c in class_names:
+        p, r, f = (metrics[f"test/{key}_{c}"] for key in ("precision", "recall", "f1"))
+        support = int(metrics[f"test/support_{c}"])
+        lines.append(f"{str(c)[:11]:<12}{p:>10.4f}{r:>10.4f}{f:>10.4f}{support:>10,}")
+    lines.append(f"run dir: {out_dir}")
+    return "\n".join(lines)
