@@ -188,6 +188,16 @@ def restore_table(checkpoint: dict[str, Any], embedding: HubEmbedding, path: str
         state[TABLE_PREFIX + key] = value
 
 
+def check_table_rows(embedding: HubEmbedding, rows: int | None, path: str) -> None:
+    """Refuse the embedding loaded from `path` when a checkpoint's model was built for another
+    row count (`embedding_rows`, recorded in its hyperparameters; None: not recorded)."""
+    if rows is not None and rows != embedding.num_rows:
+        raise UserError(
+            f"{path} has {embedding.num_rows} rows; this model was built for {rows}: it is not "
+            "the embedding the checkpoint was trained with"
+        )
+
+
 def net_config(hparams: dict[str, Any], dim: int) -> NetConfig:
     """The network a model's hyperparameters describe, around a `dim`-wide embedding."""
     return NetConfig(
@@ -212,12 +222,7 @@ def load_net(
         raise UserError(f"{path}: not a checkpoint of train.py (no embedding_path recorded)")
     embedding_path = hparams["embedding_path"]
     embedding = HubEmbedding.load(embedding_path)
-    rows = hparams.get("embedding_rows")
-    if rows is not None and rows != embedding.num_rows:
-        raise UserError(
-            f"{embedding_path} has {embedding.num_rows} rows; this model was built for {rows}: "
-            "it is not the embedding the checkpoint was trained with"
-        )
+    check_table_rows(embedding, hparams.get("embedding_rows"), embedding_path)
     net = FakeNewsNet.from_config(embedding, net_config(hparams, embedding.dim))
     restore_table(checkpoint, embedding, embedding_path)
     prefix = len(NET_PREFIX)

@@ -39,7 +39,7 @@ from torchmetrics.classification import BinaryAccuracy
 from fakenews_pl import threads
 from fakenews_pl.data import batches
 from fakenews_pl.data.batches import epoch_seed
-from fakenews_pl.errors import ConfigError, UserError
+from fakenews_pl.errors import ConfigError
 from fakenews_pl.hub.embedding import HubEmbedding
 from fakenews_pl.nn.net import FakeNewsNet, HoldsNet
 from fakenews_pl.nn.optim import (
@@ -135,11 +135,7 @@ class FakeNewsClassifier(HoldsNet, LightningModule):
                 f"embedding.dim is {embedding_dim} but the artifact at {embedding_path} has "
                 f"dim {embedding.dim}; using {embedding.dim}"
             )
-        if embedding_rows is not None and embedding_rows != embedding.num_rows:
-            raise UserError(
-                f"{embedding_path} has {embedding.num_rows} rows; this model was built "
-                f"for {embedding_rows}: it is not the embedding the checkpoint was trained with"
-            )
+        checkpoints.check_table_rows(embedding, embedding_rows, embedding_path)
         # Sizes, not tensors: what a checkpoint needs to rebuild the module.
         self.hparams.embedding_dim = embedding.dim
         self.hparams.embedding_rows = embedding.num_rows
