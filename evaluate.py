@@ -29,10 +29,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     inputs = [model.hparams.embedding_path, *datamodule.paths]
     synthetic = demo.uses_demo(cfg.paths.demo_dir, inputs)
     info = {"checkpoint": cfg.ckpt_path}
-    weights = f"those of {cfg.ckpt_path}"
-    return pipeline.write_report(
-        model, datamodule, cfg.paths.output_dir, info, synthetic, weights=weights
-    )
+    return pipeline.write_report(model, datamodule, cfg.paths.output_dir, info, synthetic)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval.yaml")

@@ -271,10 +271,11 @@ def write_report(
     info: dict[str, Any],
     synthetic: bool = False,
     report_val: bool = False,
-    weights: str | None = None,
+    report_on: str | None = None,
 ) -> dict[str, float]:
     """Predict train and test, then write metrics.json, tables and plots into `out_dir` and
-    print the end-of-run block (`reports.end_of_run`; `weights`: which weights these are);
+    print the end-of-run block (`reports.end_of_run`; `report_on`: which of a run's weights
+    these are, `reported_weights`; None: a loaded checkpoint's, `info["checkpoint"]`);
     `synthetic` marks the report as made on the demo's synthetic inputs; `report_val` adds the
     validation split's metrics to metrics.json (`val/f1_Fake`, ...: what a search judges)."""
     splits = [*reports.REPORT_SPLITS, *(["val"] if report_val else [])]
@@ -294,7 +295,10 @@ def write_report(
     metrics = reports.write_report(
         out_dir, predictions, datamodule.class_names, model.history, info, note, splits
     )
-    weights = weights or str(info.get("weights", "as loaded"))
+    if report_on is None:
+        weights = f"those of {info['checkpoint']}"
+    else:
+        weights = reported_weights(metrics, report_on)
     print(reports.end_of_run(metrics, datamodule.class_names, out_dir, weights), flush=True)
     return metrics
 
@@ -348,14 +352,13 @@ def load_checkpoint(cfg: DictConfig) -> tuple[FakeNewsClassifier, FakeNewsDataMo
     return model, datamodule
 
 
-def reported_weights(report_on: str, history: Sequence[dict[str, float]]) -> str:
-    """Which weights a run reports, in words: the last epoch's (the notebook's) or the best."""
+def reported_weights(metrics: dict[str, Any], report_on: str) -> str:
+    """Which weights a run reports, in words, from its metrics.json: the last epoch's (the
+    notebook's) or the best by val/loss."""
     if report_on == "best":
-        best = min(history, key=lambda row: row.get("val/loss", math.inf)) if history else {}
-        epoch = best.get("epoch", "?")
+        epoch = metrics.get("val/best_epoch", "?")
         return f"the best epoch's, epoch {epoch} by val/loss (report_on=best)"
-    epochs = history[-1]["epoch"] if history else "?"
-    return f"the last epoch's, epoch {epochs} (report_on=last, as the notebook)"
+    return f"the last epoch's, epoch {metrics['fit/epochs']} (report_on=last, as the notebook)"
 
 
 def train(
@@ -389,9 +392,8 @@ def train(
     refuse_divergence(model, cfg.paths.output_dir)
     reported = weights_for_report(trainer, model, cfg.report_on)
     info = {"weights": REPORT_ON[cfg.report_on], **(info or {})}
-    weights = reported_weights(cfg.report_on, reported.history)
     metrics = write_report(
-        reported, datamodule, cfg.paths.output_dir, info, synthetic, report_val, weights
+        reported, datamodule, cfg.paths.output_dir, info, synthetic, report_val, cfg.report_on
     )
     write_run_info(cfg, trainer, started)
     return metrics, {**objects, "reported_model": reported}
