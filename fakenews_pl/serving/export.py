@@ -37,7 +37,8 @@ class ExportFormat:
     marker: str
     write: Callable[[Classifier, Path, dict[str, Path], str, bool], str]
     needs: tuple[str, ...] = ()
-    bag_only: bool = False  # a graph of the bag model: a sequence encoder is refused
+    # A graph of the bag model: a sequence encoder is refused before any output is written.
+    bag_only: bool = False
 
 
 def _bundle(clf: Classifier, out: Path, outputs: dict, source: str, overwrite: bool) -> str:
@@ -75,7 +76,8 @@ FORMATS: dict[str, ExportFormat] = {
     fmt.name: fmt
     for fmt in (
         ExportFormat("bundle", BUNDLE_FILE, _bundle),
-        ExportFormat("onnx", BUNDLE_FILE, _onnx, bag_only=True),
+        # Classifier.export refuses --onnx of a sequence-encoder model before writing.
+        ExportFormat("onnx", BUNDLE_FILE, _onnx),
         ExportFormat("tfhub", EXPORT_INFO, _tfhub),
         ExportFormat("keras", EXPORT_INFO, _keras, needs=("tfhub",), bag_only=True),
     )
