@@ -19,6 +19,15 @@ from fakenews_pl.nn.optim import (
 )
 
 
+# The equalities below also hold on a CUDA GPU, where one is present (benchmarks/gpu_check.sh).
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+    ),
+]
+
+
 def _parameters(seed: int) -> list[torch.nn.Parameter]:
     """Head-like parameters: two weight matrices and their biases."""
     generator = torch.Generator().manual_seed(seed)
@@ -65,11 +74,12 @@ def test_stepper_falls_back_to_step_without_state() -> None:
     assert isinstance(stepper(optimizer), AdamStep)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("maximize", [False, True])
-def test_row_sparse_adam_equals_sparse_adam_bit_for_bit(maximize: bool) -> None:
+def test_row_sparse_adam_equals_sparse_adam_bit_for_bit(maximize: bool, device: str) -> None:
     rows, dim = 50, 6
     torch.manual_seed(7)
-    weights = [torch.nn.Parameter(torch.randn(rows, dim)) for _ in range(2)]
+    weights = [torch.nn.Parameter(torch.randn(rows, dim, device=device)) for _ in range(2)]
     weights[1].data.copy_(weights[0].data)
     reference = torch.optim.SparseAdam([weights[0]], lr=1e-2, eps=1e-7, maximize=maximize)
     ours = RowSparseAdam([weights[1]], lr=1e-2, eps=1e-7, maximize=maximize)
@@ -77,7 +87,7 @@ def test_row_sparse_adam_equals_sparse_adam_bit_for_bit(maximize: bool) -> None:
         ids = torch.randint(0, 20, (30,))  # repeated rows: the gradient is uncoalesced
         grad = torch.sparse_coo_tensor(
             ids[None], torch.randn(30, dim), (rows, dim), check_invariants=True
-        )
+        ).to(device)
         for weight, optimizer in zip(weights, (reference, ours), strict=True):
             weight.grad = grad.clone()
             optimizer.step()
@@ -88,7 +98,7 @@ def test_row_sparse_adam_equals_sparse_adam_bit_for_bit(maximize: bool) -> None:
     assert torch.equal(state_ref["exp_avg_sq"], state_ours["exp_avg_sq"])
     untouched = torch.ones(rows, dtype=torch.bool)
     untouched[:20] = False
-    assert torch.equal(state_ours["exp_avg"][untouched], torch.zeros(30, dim))
+    assert torch.equal(state_ours["exp_avg"][untouched], torch.zeros(30, dim, device=device))
 
 
 def test_row_sparse_adam_refuses_dense_gradients() -> None:
@@ -119,20 +129,22 @@ def _sparse_grad(table: torch.Tensor, ids: torch.Tensor, seed: int) -> torch.Ten
     return leaf.grad
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     ("rows", "dim", "fused"), [(60, 128, True), (41, 250, True), (37, 7, False)]
 )
 def test_touched_row_adam_equals_adam_over_the_whole_table(
-    rows: int, dim: int, fused: bool
+    rows: int, dim: int, fused: bool, device: str
 ) -> None:
     torch.manual_seed(rows)
     start = torch.randn(rows, dim)
-    dense = torch.nn.Parameter(start.clone())
-    ours = torch.nn.Parameter(start.clone())
+    dense = torch.nn.Parameter(start.clone().to(device))
+    ours = torch.nn.Parameter(start.clone().to(device))
     reference = torch.optim.Adam([dense], lr=1e-2, eps=1e-7, fused=fused)
     optimizer = TouchedRowAdam([ours], lr=1e-2, eps=1e-7, fused=fused)
     for step, ids in enumerate(_touch_schedule(rows, 12, seed=dim)):
-        grad = _sparse_grad(start, ids, seed=step)
+        grad = _sparse_grad(start, ids, seed=step).to(device)
+        ids = ids.to(device)
         dense.grad = grad.to_dense()  # what the dense backward gives, bit for bit
         ours.grad = grad
         reference.step()
@@ -152,7 +164,7 @@ def test_touched_row_adam_equals_adam_over_the_whole_table(
     untouched = torch.ones(rows, dtype=torch.bool)
     untouched[touched] = False
     assert not reference_state["exp_avg"][untouched].any()  # the premise: zero moments there
-    assert torch.equal(dense[untouched], start[untouched])
+    assert torch.equal(dense[untouched].cpu(), start[untouched.cpu()])
 
 
 def _steps(param, optimizer, start, schedule, first: int = 0, dense: bool = False) -> None:
