@@ -22,7 +22,7 @@ def predict(cfg: DictConfig) -> list[str]:
     """Print the label and class probabilities of `cfg.text` (with `explain`, its most
     influential tokens), or score `cfg.input`."""
     config.check_predict_config(cfg, is_bundle)
-    from fakenews_pl.serving.classifier import Classifier, format_effects
+    from fakenews_pl.serving.classifier import Classifier, alike_notes, format_effects
 
     clf = Classifier.load(cfg.ckpt_path, cfg.device)
     if cfg.output:  # the model's own files, known once it is loaded
@@ -36,7 +36,8 @@ def predict(cfg: DictConfig) -> list[str]:
         if cfg.explain:
             (effects,) = clf.explain([str(cfg.text)], cfg.explain_top)
             toward = f"+ toward {clf.class_names[1]}, - toward {clf.class_names[0]}"
-            lines.append(f"top tokens ({toward}): {format_effects(effects)}")
+            lines.append(f"top tokens ({toward}): {format_effects(effects, clf.oov_bucket)}")
+            lines += alike_notes(clf, effects)
     else:
         top = cfg.explain_top if cfg.explain else 0
         rows = clf.predict_file(

@@ -48,7 +48,7 @@ def prepare(work: Path) -> tuple[Path, Path]:
     found = sorted(work.glob("logs/train/runs/*/checkpoints/last.ckpt"))
     if not found:
         run([sys.executable, "train.py", "trainer.max_epochs=1", f"paths.log_dir={work / 'logs'}",
-             "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar"])  # fmt: skip
+             "trainer.enable_progress_bar=false", "~callbacks.progress"])  # fmt: skip
         found = sorted(work.glob("logs/train/runs/*/checkpoints/last.ckpt"))
     ckpt = found[-1]
     if not bundle.is_dir():

@@ -392,7 +392,7 @@ def ours_command(
         f"paths.cache_dir={run_dir.parent / 'cache'}",
         f"hydra.run.dir={run_dir}",
         *([] if checkpoints else no_checkpoints),
-        "callbacks.rich_progress_bar=null",
+        "callbacks.progress=null",
         "trainer.enable_progress_bar=false",
         "+callbacks.epoch_timer._target_=benchmarks.parity_train.EpochTimer",
         f"+callbacks.epoch_timer.out={run_dir / 'epoch_times.json'}",

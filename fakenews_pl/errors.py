@@ -65,6 +65,7 @@ def user_error(exc: BaseException, context: bool = False) -> UserError | None:
 REPLACED_KEYS = {
     "model.sparse_embedding": "model.table_optimizer=lazy (true) or exact (false)",
     "model.dense_table_adam": "model.table_optimizer=dense (true) or exact (false)",
+    "callbacks.rich_progress_bar": "callbacks.progress",
 }
 
 

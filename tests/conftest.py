@@ -31,7 +31,7 @@ TINY_RUN = [
     "trainer.limit_val_batches=2",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
-    "~callbacks.rich_progress_bar",
+    "~callbacks.progress",
 ]
 
 

@@ -10,10 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from fakenews_pl import Classifier
 from fakenews_pl.data.corpus import DataError
 from fakenews_pl.errors import UserError
+from fakenews_pl.hub import artifact
+from fakenews_pl.serving.classifier import alike_notes, format_effects
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,6 +104,58 @@ def test_leaving_out_the_top_token_moves_the_probability_as_explained(run: dict)
     assert moved >= 15  # most headlines have a token that matters
 
 
+def _sharing_a_bucket(clf: Classifier) -> tuple[str, str]:
+    """Two made-up words (not in the vocabulary) that hash to one OOV bucket."""
+    seen: dict[int, str] = {}
+    for i in range(1000):
+        word = f"zq{i}x"
+        bucket = clf.oov_bucket(word)
+        assert bucket is not None
+        if bucket in seen:
+            return seen[bucket], word
+        seen[bucket] = word
+    raise AssertionError("no two words share a bucket")
+
+
+def test_tokens_the_model_cannot_tell_apart_are_marked_and_explained(run: dict) -> None:
+    """Equal effects (`secretly:-0.0813 married:-0.0813`) read as a bug unless said why."""
+    clf = Classifier.load(run["ckpt"])
+    tokenizer = clf.embedding.tokenizer
+    first, second = _sharing_a_bucket(clf)
+    bucket = clf.oov_bucket(first)
+    assert tokenizer.token_id(first) == tokenizer.token_id(second)  # one row of the table
+    vocab_word = next(t for t in ("the", "in", "a") if tokenizer.token_id(t) >= 0)
+    assert clf.oov_bucket(vocab_word) is None
+    (effects,) = clf.explain([f"{first} {vocab_word} {second}"], top=3)
+    effect = dict(effects)
+    assert effect[first] == effect[second]  # one occurrence each of one row
+    assert clf.alike([first, vocab_word, second]) == {first: [second], second: [first]}
+    line = format_effects(effects, clf.oov_bucket)
+    assert f"{first}[oov-bucket-{bucket}]:{effect[first]:+.4f}" in line.split(" ")
+    assert f"{vocab_word}:{effect[vocab_word]:+.4f}" in line.split(" ")
+    assert alike_notes(clf, effects) == [
+        f"note: {first} and {second} are out of the vocabulary and share bucket {bucket} (one "
+        "table row): to the model they are one word, so their effects are equal where they "
+        "occur equally often"
+    ]
+
+
+def test_vocabulary_words_with_identical_vectors_are_explained_too(run: dict) -> None:
+    """The demo's SVD vectors are equal for words that always occur together."""
+    clf = Classifier.load(run["ckpt"])
+    tokenizer = clf.embedding.tokenizer
+    vocab = artifact.read_vocab(Path(clf.embedding.meta["path"]) / artifact.VOCAB_FILE)
+    table = clf.embedding.weight.detach()
+    rows = {word: table[tokenizer.token_id(word)] for word in vocab}
+    a, b = next(
+        (a, b) for i, a in enumerate(vocab) for b in vocab[i + 1 :] if torch.equal(rows[a], rows[b])
+    )
+    assert clf.alike([a, b]) == {a: [b], b: [a]}
+    (note,) = alike_notes(clf, [(a, 0.1), (b, 0.1)])
+    assert note.startswith(f"note: {a} and {b} have identical vectors in the table")
+    assert clf.alike([a, "zq0x"]) == {}  # a vocabulary row and a bucket row: told apart
+
+
 def test_predict_explains_a_text_and_a_file(
     run: dict, compose_train, root_script, demo_assets: dict, tmp_path: Path
 ) -> None:
@@ -110,14 +165,17 @@ def test_predict_explains_a_text_and_a_file(
         tmp_path, f"ckpt_path={run['ckpt']}", f"+text='{text}'", config_name="predict"
     )
     cfg.text, cfg.explain, cfg.explain_top = text, True, 2
-    label, tokens = predict(cfg)
+    label, tokens, *notes = predict(cfg)
     clf = Classifier.load(run["ckpt"])
     (effects,) = clf.explain([text], 2)
     assert label.startswith(clf.predict([text])[0])
+    shown = [f"{t}[oov-bucket-{clf.oov_bucket(t)}]" if clf.oov_bucket(t) is not None else t
+             for t, _ in effects]  # fmt: skip
     assert tokens == (
         "top tokens (+ toward True, - toward Fake): "
-        + " ".join(f"{t}:{e:+.4f}" for t, e in effects)
+        + " ".join(f"{t}:{e:+.4f}" for t, (_, e) in zip(shown, effects, strict=True))
     )
+    assert notes == alike_notes(clf, effects)
     cfg.text, cfg.input, cfg.output = None, str(demo_assets["test_csv"]), str(tmp_path / "out.csv")
     predict(cfg)
     scored = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)

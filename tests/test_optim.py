@@ -18,7 +18,6 @@ from fakenews_pl.nn.optim import (
     stepper,
 )
 
-
 # The equalities below also hold on a CUDA GPU, where one is present (benchmarks/gpu_check.sh).
 DEVICES = [
     "cpu",

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from fakenews_pl.errors import ConfigError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
-QUIET = ["~callbacks.rich_progress_bar", "trainer.enable_progress_bar=false"]
+QUIET = ["~callbacks.progress", "trainer.enable_progress_bar=false"]
 
 
 def _train(args: list[str], log_dir: Path, demo_args: list[str]) -> subprocess.CompletedProcess:

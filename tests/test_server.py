@@ -165,18 +165,25 @@ def test_predict_gives_the_classifiers_probabilities_and_labels_in_order(
 def test_explanations_are_the_classifiers(
     client: httpx.Client, run: dict, reference: Classifier
 ) -> None:
-    texts = run["texts"][:3]
+    # The last: the demo's tokens the model cannot tell apart (OOV buckets, equal vectors).
+    texts = [*run["texts"][:3], "Miley Cyrus secretly married get in the senate"]
     response = client.post("/predict", json={"texts": texts, "explain": True})
     assert response.status_code == 200, response.text
     with one_thread():
         expected = reference.explain(texts, top=LIMITS["explain_top"])
+    alike_seen = 0
     for prediction, tokens in zip(response.json()["predictions"], expected, strict=True):
         served = prediction["explanation"]
         assert [t["token"] for t in served] == [token for token, _ in tokens]
         assert [np.float32(t["effect"]) for t in served] == [np.float32(e) for _, e in tokens]
+        same = reference.alike([token for token, _ in tokens])
+        assert [t["oov_bucket"] for t in served] == [reference.oov_bucket(t) for t, _ in tokens]
+        assert [t["alike"] for t in served] == [same.get(token, []) for token, _ in tokens]
+        alike_seen += sum(bool(t["alike"]) for t in served)
         assert 0 < len(served) <= LIMITS["explain_top"]
         effects = [abs(t["effect"]) for t in served]
         assert effects == sorted(effects, reverse=True)
+    assert alike_seen >= 2  # the last text's pairs
 
 
 def test_a_keep_alive_client_is_not_held_by_nagle(client: httpx.Client) -> None:
@@ -331,7 +338,7 @@ def test_unknown_routes_and_methods_are_json_errors(client: httpx.Client) -> Non
 def test_the_page_shows_a_label_and_the_tokens_in_headless_chromium(
     server: Server, run: dict, tmp_path: Path
 ) -> None:
-    text = run["texts"][0]
+    text = "Miley senate Cyrus get"  # two pairs of words in one OOV bucket each (the demo's)
     url = f"{server.url}/?{urllib.parse.urlencode({'text': text})}"
     proc = subprocess.run(
         ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -345,6 +352,15 @@ def test_the_page_shows_a_label_and_the_tokens_in_headless_chromium(
     assert label == Classifier.load(run["ckpt"]).predict([text])[0]
     assert 'class="chip c' in dom and 'id="toward0"' in dom and 'id="toward1"' in dom
     assert 'id="result" aria-live="polite" hidden' not in dom
+    clf = Classifier.load(run["ckpt"])
+    for word in text.split():
+        assert f"{word}<sup>oov {clf.oov_bucket(word)}</sup>" in dom
+    note = dom.split('id="effect-note"', 1)[1].split(">", 1)[1].split("</p>", 1)[0]
+    for first, second in (("Miley", "senate"), ("Cyrus", "get")):
+        bucket = clf.oov_bucket(first)
+        assert bucket == clf.oov_bucket(second)
+        assert f"share bucket {bucket} (one table row)" in note
+        assert f"{first} and {second}" in note or f"{second} and {first}" in note
 
 
 # ------------------------------------------------------------------------------ processes

@@ -188,3 +188,77 @@ def test_an_unknown_metric_is_refused_in_one_line(tmp_path: Path, capsys) -> Non
         "test/accuracy, val/best_loss\n"
     )
     assert not (tmp_path / "summary.csv").exists()
+
+
+def _sweep_of_files(root: Path, note: str | None) -> Path:
+    """Four finished runs of `model.lr x model.hidden_sizes` (`hparams_search=lr_width` in
+    every one, as that sweep records it), run 3 the best by val/best_loss; one failed run."""
+    grid = [("1e-4", "[256,64]"), ("1e-4", "[128,32]"), ("1e-3", "[256,64]"), ("1e-3", "[128,32]")]
+    for run, (lr, width) in enumerate(grid):
+        d = root / str(run)
+        (d / ".hydra").mkdir(parents=True)
+        overrides = [f"model.lr={lr}", f"model.hidden_sizes={width}", "hparams_search=lr_width"]
+        (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        metrics = {
+            "test/accuracy": 0.8 + run / 100, "val/best_loss": 0.5 - run / 100,
+            "test/f1_Fake": 0.7 + run / 100, "test/recall_Fake": 0.6 + run / 100,
+            "test/f1_True": 0.9, "test/support_Fake": 3, "test/support_True": 4,
+            "test/macro_f1": 0.75, "fit/epochs": 10 + run, **({"note": note} if note else {}),
+        }  # fmt: skip
+        (d / "metrics.json").write_text(json.dumps(metrics))
+        (d / "run.json").write_text(json.dumps({"embedding": "demo", "trainable": False}))
+    return root
+
+
+def _compact_header(markdown: str) -> list[str]:
+    header = next(line for line in markdown.splitlines() if line.startswith("| run |"))
+    return [cell.strip() for cell in header.strip("|").split("|")]
+
+
+def test_the_compact_table_lists_exactly_the_overrides_that_differ(tmp_path: Path) -> None:
+    sweep = _sweep_of_files(tmp_path, note=None)
+    summary.write_summary(sweep)
+    text = (sweep / "summary.md").read_text()
+    assert _compact_header(text) == [
+        "run", "`model.lr`", "`model.hidden_sizes`", "test accuracy", "F1 Fake", "recall Fake",
+        "macro F1", "epochs", "wall s", "",
+    ]  # fmt: skip
+    compact = text[: text.index("## Every column")]
+    assert "hparams_search" not in compact  # the same in every run
+    assert "| **3** | **1e-3** | **[128,32]** | **0.8300** |" in compact and "**best**" in compact
+    assert (
+        "Recommended: run 3 (`model.lr=1e-3`, `model.hidden_sizes=[128,32]`), the lowest "
+        "`val/best_loss` of the 4 finished runs (0.4700); on the test set, accuracy 0.8300 and "
+        "recall of Fake 0.6300."
+    ) in compact
+    assert "SYNTHETIC" not in text
+    frame = pd.read_csv(sweep / "summary.csv")  # every column stays there
+    assert "hparams_search=lr_width" in frame.loc[0, "overrides"]
+    assert summary.SETTINGS not in frame
+
+
+def test_varying_counts_a_missing_override_as_a_value() -> None:
+    settings = [{"a": "1", "b": "x"}, {"a": "1"}, {"a": "1", "b": "x", "~c": "(deleted)"}, None]
+    assert summary.varying(settings) == ["b", "~c"]
+    assert summary.override_values(["+a=1", "~b", "c=x=y"]) == {
+        "a": "1", "b": summary.DELETED, "c": "x=y",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("note", [None, demo.NOTE])
+def test_the_figures_bars_are_labelled_by_their_overrides(tmp_path: Path, note) -> None:
+    from fakenews_pl.training.reports import SYNTHETIC_BANNER
+
+    sweep = _sweep_of_files(tmp_path, note)
+    frame = summary.mark_best(summary.collect(sweep), "val/best_loss", "min")
+    figure = summary.summary_figure(frame, "val/best_loss")
+    labels = [tick.get_text() for tick in figure.axes[-1].get_xticklabels()]  # shared x axis
+    assert labels == [
+        "run 0\nlr=1e-4\nhidden_sizes=[256,64]", "run 1\nlr=1e-4\nhidden_sizes=[128,32]",
+        "run 2\nlr=1e-3\nhidden_sizes=[256,64]", "run 3\nlr=1e-3\nhidden_sizes=[128,32]",
+    ]  # fmt: skip
+    (legend,) = figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["frozen", "best by val/best_loss"]
+    title = figure._suptitle.get_text() if figure._suptitle else None
+    assert title == (SYNTHETIC_BANNER if note else None)
+    assert [axes.get_title() for axes in figure.axes] == ["Test accuracy", "Test F1 of Fake"]

@@ -18,7 +18,7 @@ one line, as is a bundle whose files differ from the sha256 its bundle.json reco
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,35 @@ class Classifier(HoldsNet):
             explained.append([(token, float(effect)) for token, effect in effects[:top]])
         return explained
 
+    def oov_bucket(self, token: str) -> int | None:
+        """The out-of-vocabulary bucket `token` hashes to, or None for a vocabulary token (or
+        one the module ignores). Every token of a bucket is one row of the table: to the model
+        they are the same word."""
+        tokenizer = self.embedding.tokenizer
+        row = tokenizer.token_id(token)
+        return row - tokenizer.vocab_size if row >= tokenizer.vocab_size else None
+
+    def alike(self, tokens: Sequence[str]) -> dict[str, list[str]]:
+        """For each of `tokens` that the model cannot tell apart from others of them (one OOV
+        bucket, or rows with identical vectors: the demo's words that always occur together),
+        those others, in `tokens`' order. Such tokens get equal `explain` effects when they
+        occur equally often."""
+        tokenizer = self.embedding.tokenizer
+        rows = {t: r for t in dict.fromkeys(tokens) if (r := tokenizer.token_id(t)) >= 0}
+        if not rows:
+            return {}
+        vectors = self.embedding.weight.detach()[list(rows.values())].cpu()
+        _, group = torch.unique(vectors, dim=0, return_inverse=True)
+        members: dict[int, list[str]] = {}
+        for token, g in zip(rows, group.tolist(), strict=True):
+            members.setdefault(g, []).append(token)
+        return {
+            t: [o for o in same if o != t]
+            for same in members.values()
+            if len(same) > 1
+            for t in same
+        }
+
     def explain_cost(self, texts: Sequence[str]) -> int:
         """The work `explain(texts)` does, in token-vector additions: each text's tokens times
         its distinct tokens plus one (the text and its leave-one-out variants). The server
@@ -195,7 +224,8 @@ class Classifier(HoldsNet):
         and `predicted_label`, `chunk_rows` rows at a time (bounded memory); `out` appears
         only when complete. `fmt="notebook"` (default: as trained) rebuilds the notebook's
         input from `text_column` (default: as trained). `explain=k` adds `top_tokens`: each
-        text's k most influential tokens (`explain`), as `token:+0.1234` separated by spaces.
+        text's k most influential tokens (`explain`), as `token:+0.1234` separated by spaces
+        (`format_effects`: an out-of-vocabulary token as `token[oov-bucket-N]:+0.1234`).
         Returns the row count."""
         # pandas (~0.3 s to import) only where a file is scored, not for a text or a request.
         from fakenews_pl.data import corpus
@@ -230,7 +260,8 @@ class Classifier(HoldsNet):
                 chunk["predicted_label"] = self.labels(probabilities)
                 if explain:
                     chunk["top_tokens"] = [
-                        format_effects(effects) for effects in self.explain(texts.tolist(), explain)
+                        format_effects(effects, self.oov_bucket)
+                        for effects in self.explain(texts.tolist(), explain)
                     ]
                 chunk.to_csv(tmp, mode="a", header=rows == 0, index=False)
                 rows += len(chunk)
@@ -238,9 +269,41 @@ class Classifier(HoldsNet):
         return rows
 
 
-def format_effects(effects: Sequence[tuple[str, float]]) -> str:
-    """`explain`'s (token, effect) pairs as one line: `token:+0.1234 other:-0.0051`."""
-    return " ".join(f"{token}:{effect:+.4f}" for token, effect in effects)
+def format_effects(
+    effects: Sequence[tuple[str, float]], oov_bucket: Callable[[str], int | None] | None = None
+) -> str:
+    """`explain`'s (token, effect) pairs as one line: `token:+0.1234 other:-0.0051`; with
+    `oov_bucket` (`Classifier.oov_bucket`), an out-of-vocabulary token is marked with its
+    bucket: `Miley[oov-bucket-2]:+0.0183` (tokens of one bucket are one word to the model)."""
+
+    def shown(token: str) -> str:
+        bucket = oov_bucket(token) if oov_bucket is not None else None
+        return token if bucket is None else f"{token}[oov-bucket-{bucket}]"
+
+    return " ".join(f"{shown(token)}:{effect:+.4f}" for token, effect in effects)
+
+
+def alike_notes(clf: Classifier, effects: Sequence[tuple[str, float]]) -> list[str]:
+    """One line per group of shown tokens the model cannot tell apart (`Classifier.alike`):
+    why their effects are equal, which reads as a bug unless said."""
+    tokens = [token for token, _ in effects]
+    alike, notes, seen = clf.alike(tokens), [], set()
+    for token in tokens:
+        if token not in alike or token in seen:
+            continue
+        group = [token, *alike[token]]
+        seen.update(group)
+        names = ", ".join(group[:-1]) + f" and {group[-1]}"
+        buckets = {clf.oov_bucket(t) for t in group}
+        if len(buckets) == 1 and None not in buckets:
+            why = f"are out of the vocabulary and share bucket {buckets.pop()} (one table row)"
+        else:
+            why = "have identical vectors in the table"
+        notes.append(
+            f"note: {names} {why}: to the model they are one word, so their effects are equal "
+            "where they occur equally often"
+        )
+    return notes
 
 
 class _progress:

@@ -10,7 +10,9 @@
 `explain(texts, top) -> [[(token, effect), ...], ...]` (without it, explanations are null).
 
 Routes: `POST /predict` `{"texts": [...], "explain": false}` -> `{"predictions": [{"label",
-"probabilities": {name: p}, "explanation"?}]}` in input order; `GET /health`; `GET /` the page
+"probabilities": {name: p}, "explanation"?}]}` in input order (an explanation: `[{"token",
+"effect", "oov_bucket", "alike"}]`, the last two from a Classifier: the token's OOV bucket or
+null, the shown tokens the model cannot tell apart from it); `GET /health`; `GET /` the page
 (`static/index.html`); no schema routes. Every error is `{"error": "<one line naming the
 field>"}`: 400 malformed JSON or a Host header not in `allowed_hosts`, 413 a body over
 `max_body_bytes`, more than `max_texts` texts or an explanation over `max_explain_work`, 422 any
@@ -142,6 +144,8 @@ def create_app(
     if len(class_names) != 2:
         raise ConfigError(f"predictor.class_names={class_names}: expected two class names")
     explain = getattr(predictor, "explain", None)
+    # A Classifier also says which explained tokens it cannot tell apart (and why).
+    oov_bucket, alike = getattr(predictor, "oov_bucket", None), getattr(predictor, "alike", None)
     # Without its own measure, a predictor's explanation is costed on whitespace tokens.
     explain_cost = getattr(predictor, "explain_cost", None) or (
         lambda texts: sum(len(t.split()) * (len(set(t.split())) + 1) for t in texts)
@@ -223,6 +227,11 @@ def create_app(
             prediction["explanation"] = [
                 {"token": str(token), "effect": _number(effect)} for token, effect in tokens
             ]
+            if oov_bucket is not None and alike is not None:  # a Classifier's: say why
+                same = alike([token for token, _ in tokens])
+                for item in prediction["explanation"]:
+                    item["oov_bucket"] = oov_bucket(item["token"])
+                    item["alike"] = same.get(item["token"], [])
         return JSONResponse(answer)
 
     # `async def`, and a plain prediction runs right here on the event loop: it is ~0.4 ms of

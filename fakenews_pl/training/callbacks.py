@@ -1,6 +1,5 @@
 """Callbacks listed in `conf/callbacks/` and the trainer's checkpoint plugin: pieces of a run
-that sit between model, data and the trainer (`PlanBatches`, `EpochProgressBar`,
-`AtomicCheckpointIO`).
+that sit between model, data and the trainer (`PlanBatches`, `AtomicCheckpointIO`).
 
 `PlanBatches`: the batch plan (`batches.BatchPlan`), decided once per fit. With a frozen
 embedding, dropout comes after the first dense layer, so each text's pooled vector never
@@ -18,7 +17,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.cloud_io import get_filesystem
-from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import nn
 
@@ -73,18 +71,6 @@ class PlanBatches(pl.Callback):
             pl_module.net, trainer, datamodule.corpus, hp.fuse_train_batches, hp.length_buckets
         )
         datamodule.use_plan(plan)
-
-
-class EpochProgressBar(RichProgressBar):
-    """Rich's progress bar, numbering epochs from 1 (as Keras does, and as every file a run
-    writes: metrics.json, metrics.csv, curves.png, epoch_NNN.ckpt)."""
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Show `Epoch n/max_epochs` with n counted from 1."""
-        super().on_train_epoch_start(trainer, pl_module)
-        if self.progress is not None and self.train_progress_bar_id is not None:
-            text = f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
-            self.progress.update(self.train_progress_bar_id, description=text)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -38,15 +38,22 @@ warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed 
 warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*")
 
 
-class _NoAdverts(logging.Filter):
-    """Drops Lightning's tip to install a cloud logging service (printed by every run)."""
+# Lightning's start-up and end lines a user cannot act on: a tip to install a cloud logging
+# service, "GPU available: False" and "TPU available: False" on a CPU run (a GPU in use is still
+# named), and why fit stopped (the progress display says it: training/progress.py).
+QUIETED = ("litlogger", "GPU available: False", "TPU available: False", "`Trainer.fit` stopped")
+
+
+class _Quiet(logging.Filter):
+    """Drops Lightning's records that start with or contain one of `QUIETED`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Keep every record but the tip."""
-        return "litlogger" not in record.getMessage()
+        """Keep every other record."""
+        message = record.getMessage()
+        return not any(text in message for text in QUIETED)
 
 
-logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoAdverts())
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_Quiet())
 
 # What `report_on` reports, as report.md words it.
 REPORT_ON = {
@@ -377,6 +384,8 @@ def train(
     seed_everything(cfg.seed, workers=True, verbose=False)
     clean_stale_temporaries(cfg)
     synthetic = prepare_demo(cfg)
+    if synthetic:
+        rank_zero_info(f"SYNTHETIC DEMO DATA: {demo.NOTE}")
     embedding_path = ensure_embedding(cfg.embedding)
     datamodule = build_datamodule(cfg.data, embedding_path)
     model = build_model(cfg.model, datamodule)

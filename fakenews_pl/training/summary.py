@@ -1,9 +1,11 @@
 """What a sweep produced, side by side: the notebook's comparison of its models, and the pick.
 
-    SWEEP_DIR/summary.csv   one row per run (a program reads it)
-    SWEEP_DIR/summary.md    the same table, the best run marked (a person reads it)
-    SWEEP_DIR/summary.png   test accuracy and F1 of the first class per run, frozen vs
-                            fine-tuned per embedding
+    SWEEP_DIR/summary.csv   one row per run, every column (a program reads it)
+    SWEEP_DIR/summary.md    a person reads it: the recommendation in one sentence, a compact
+                            table (run, the overrides that differ between runs, the metrics
+                            that matter, the best marked), then every column
+    SWEEP_DIR/summary.png   test accuracy and F1 of `Fake` per run, each bar labelled with
+                            its run's differing overrides, frozen vs fine-tuned by colour
 
 Rows come from each run directory's files: `metrics.json` (train.py's report), `run.json`
 (embedding, trainable, wall time, peak RSS, checkpoint), the overrides (`.hydra/overrides.yaml`
@@ -29,8 +31,12 @@ from fakenews_pl.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
 
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
+# A row's {override key: value} (`override_values`): the compact table's and the figure's
+# columns come from it; summary.csv has the overrides as one string instead.
+SETTINGS = "_settings"
 # metrics.json keys of a row, in table order ({c}: each class)
 METRICS = (
     "test/accuracy",
@@ -51,6 +57,31 @@ def _overrides(run: Path) -> list[str]:
         if path.is_file():
             return [str(o) for o in yaml.safe_load(path.read_text()) or []]
     return []
+
+
+DELETED = "(deleted)"
+
+
+def override_values(overrides: list[str]) -> dict[str, str]:
+    """{key: value} of command-line overrides: `+key=v` and `key=v` as `v`, `~key` as
+    `(deleted)`."""
+    values = {}
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.startswith("~"):
+            values[key[1:]] = DELETED
+        else:
+            values[key.lstrip("+")] = value
+    return values
+
+
+def varying(settings: list[dict[str, str] | None]) -> list[str]:
+    """The override keys whose value differs between runs (absent counts as a value), in the
+    order they first appear; runs without recorded overrides (None: never started) are left
+    out."""
+    known = [values for values in settings if values is not None]
+    keys = list(dict.fromkeys(key for values in known for key in values))
+    return [key for key in keys if len({values.get(key) for values in known}) > 1]
 
 
 def _classes(metrics: dict[str, Any]) -> list[str]:
@@ -89,10 +120,12 @@ def read_run(run: Path, metric: str | None = None) -> dict[str, Any] | None:
     (metrics, bad_metrics), (info, bad_info) = (
         _read_json(files[name]) for name in ("metrics.json", "run.json")
     )
+    overrides = _overrides(run)
     row: dict[str, Any] = {
         "run": run.name,
         "status": NOT_FINISHED,
-        "overrides": " ".join(_overrides(run)),
+        "overrides": " ".join(overrides),
+        SETTINGS: override_values(overrides),
         "embedding": info.get("embedding"),
         "trainable": info.get("trainable"),
         "encoder": info.get("encoder"),
@@ -122,6 +155,7 @@ def read_run(run: Path, metric: str | None = None) -> dict[str, Any] | None:
         peak_rss_mb=info.get("peak_rss_mb"),
         checkpoint=info.get("checkpoint"),
         error=error,
+        note=metrics.get("note"),  # the demo's: its figures say nothing about news
     )
     return row
 
@@ -167,7 +201,7 @@ def collect(runs_dir: Path, metric: str | None = None, expected: int | None = No
     seen = {row["run"] for row in rows}
     for number in range(expected or 0):
         if str(number) not in seen:
-            rows.append({"run": str(number), "status": NOT_FINISHED, "error": None})
+            rows.append({"run": str(number), "status": NOT_FINISHED, "error": None, SETTINGS: None})
     rows.sort(key=lambda row: _sort_key(Path(row["run"])))
     return pd.DataFrame(rows)
 
@@ -212,63 +246,192 @@ def mark_best(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     return frame
 
 
-def _markdown(frame: pd.DataFrame, metric: str, mode: str, expected: int | None = None) -> str:
-    expected_note = "" if expected is None else f" (the sweep has {expected} jobs)"
-    lines = [
-        "# Sweep summary",
-        "",
-        f"{counts(frame)}{expected_note}; best by `{metric}` ({mode}) marked **best**.",
-        "",
-    ]
-    columns = [c for c in frame.columns if c not in ("checkpoint",)]
-    lines.append("| " + " | ".join(columns) + " |")
-    lines.append("| " + " | ".join("---" for _ in columns) + " |")
-    for _, row in frame.iterrows():
-        cells = []
-        for column in columns:
-            value = row[column]
-            if isinstance(value, float) and not math.isnan(value):
-                value = f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
-            elif value is None or (isinstance(value, float) and math.isnan(value)):
-                value = ""
-            cells.append(str(value).replace("|", "\\|"))
-        if row.get("best"):
-            cells = [f"**{cell}**" if cell else cell for cell in cells]
+def fake_class(frame: pd.DataFrame) -> str | None:
+    """The class whose recall the notebook cares about: `Fake` where the data names it so,
+    else the first class (label 0)."""
+    classes = [c.removeprefix("test/f1_") for c in frame.columns if c.startswith("test/f1_")]
+    return "Fake" if "Fake" in classes else (classes[0] if classes else None)
+
+
+def _settings(frame: pd.DataFrame) -> list[dict[str, str] | None]:
+    if SETTINGS not in frame:
+        return [None] * len(frame)
+    return [v if isinstance(v, dict) else None for v in frame[SETTINGS]]
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float) and not math.isnan(value):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).replace("|", "\\|")
+
+
+def _table(columns: list[str], rows: list[list[str]], bold: list[bool]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
+    for cells, strong in zip(rows, bold, strict=True):
+        cells = [f"**{cell}**" if strong and cell else cell for cell in cells]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def compact_columns(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """(heading, column) of the metrics the compact table shows, where the frame has them."""
+    fake = fake_class(frame)
+    wanted = [
+        ("test accuracy", "test/accuracy"),
+        (f"F1 {fake}", f"test/f1_{fake}"),
+        (f"recall {fake}", f"test/recall_{fake}"),
+        ("macro F1", "test/macro_f1"),
+        ("epochs", "fit/epochs"),
+        ("wall s", "wall_s"),
+    ]
+    return [(heading, column) for heading, column in wanted if column in frame]
+
+
+def recommendation(frame: pd.DataFrame, metric: str, mode: str) -> str | None:
+    """The pick in one sentence: the best run by `metric`, its differing overrides and its
+    test figures; None when no run has the metric."""
+    best = frame[frame["best"]] if "best" in frame else frame.iloc[:0]
+    if best.empty:
+        return None
+    row = best.iloc[0]
+    keys = varying(_settings(frame))
+    settings = row.get(SETTINGS) if isinstance(row.get(SETTINGS), dict) else {}
+    what = ", ".join(f"`{k}={settings.get(k, '(default)')}`" for k in keys)
+    finished = int((frame["status"] == FINISHED).sum()) if "status" in frame else len(frame)
+    fake = fake_class(frame)
+    tested = [f"accuracy {row['test/accuracy']:.4f}"] if _number(row.get("test/accuracy")) else []
+    if fake and _number(row.get(f"test/recall_{fake}")):
+        tested.append(f"recall of {fake} {row[f'test/recall_{fake}']:.4f}")
+    sentence = (
+        f"Recommended: run {row['run']}{f' ({what})' if what else ''}, the "
+        f"{'lowest' if mode == 'min' else 'highest'} `{metric}` of the {finished} finished runs "
+        f"({row[metric]:.4f})"
+    )
+    return sentence + (f"; on the test set, {' and '.join(tested)}." if tested else ".")
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.1f}" if _number(value) else ""
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value))
+
+
+def _markdown(frame: pd.DataFrame, metric: str, mode: str, expected: int | None = None) -> str:
+    from fakenews_pl.training.reports import SYNTHETIC_BANNER
+
+    expected_note = "" if expected is None else f" (the sweep has {expected} jobs)"
+    lines = ["# Sweep summary", ""]
+    if "note" in frame and frame["note"].notna().any():
+        lines += [f"**{SYNTHETIC_BANNER}**", ""]
+    pick = recommendation(frame, metric, mode)
+    lines += [pick, ""] if pick else []
+    lines += [f"{counts(frame)}{expected_note}; best by `{metric}` ({mode}) marked **best**.", ""]
+    # The compact table: what differs between runs, and what matters of their results.
+    keys = varying(_settings(frame))
+    metrics = compact_columns(frame)
+    rows, bold = [], []
+    for (_, row), settings in zip(frame.iterrows(), _settings(frame), strict=True):
+        status = row.get("status")
+        mark = "best" if row.get("best") else "" if status == FINISHED else str(status)
+        cells = [str(row["run"])]
+        cells += [_cell((settings or {}).get(k, "" if settings is None else "(default)"))
+                  for k in keys]  # fmt: skip
+        cells += [_cell(row.get(column)) if column != "wall_s" else _seconds(row.get(column))
+                  for _, column in metrics] + [mark]  # fmt: skip
+        rows.append(cells)
+        bold.append(bool(row.get("best")))
+    columns = ["run", *(f"`{k}`" for k in keys), *(heading for heading, _ in metrics), ""]
+    lines += _table(columns, rows, bold)
+    # Every column, as summary.csv has them.
+    lines += ["", "## Every column", ""]
+    columns = [c for c in frame.columns if c not in ("checkpoint", SETTINGS)]
+    full = [[_cell(row[c]) for c in columns] for _, row in frame.iterrows()]
+    lines += _table(columns, full, [bool(row.get("best")) for _, row in frame.iterrows()])
     best = frame[frame["best"]] if "best" in frame else frame.iloc[:0]
     if len(best) and best.iloc[0].get("checkpoint"):
         lines += ["", f"Best run's checkpoint: `{best.iloc[0]['checkpoint']}`"]
     return "\n".join(lines) + "\n"
 
 
-def _plot(frame: pd.DataFrame, path: Path) -> None:
-    """Test accuracy and F1 of the first class per run, frozen vs fine-tuned per embedding."""
+def bar_labels(frame: pd.DataFrame) -> list[str]:
+    """Each run's bar label: its number, then its differing overrides, one per line (the
+    last part of a dotted key where that part is unique; a path's last part; at most 24
+    characters each). Without differing overrides, the embedding and how it was trained."""
+    settings = _settings(frame)
+    keys = varying(settings)
+    tails = [k.rsplit(".", 1)[-1] for k in keys]
+    short = {k: t if tails.count(t) == 1 else k for k, t in zip(keys, tails, strict=True)}
+
+    def shown(value: str) -> str:
+        value = value.rstrip("/").rsplit("/", 1)[-1] if "/" in value else value
+        return value if len(value) <= 24 else value[:23] + "~"
+
+    labels = []
+    for (_, row), values in zip(frame.iterrows(), settings, strict=True):
+        if keys and values is not None:
+            lines = [f"{short[k]}={shown(values.get(k, '(default)'))}" for k in keys]
+        elif keys:
+            lines = ["(not started)"]
+        else:
+            trained = row.get("trainable")
+            how = "" if not isinstance(trained, bool) else "fine-tuned" if trained else "frozen"
+            lines = [" ".join(str(v) for v in (row.get("embedding") or "", how) if v)]
+        labels.append("\n".join([f"run {row['run']}", *lines]))
+    return labels
+
+
+def summary_figure(frame: pd.DataFrame, metric: str) -> Figure:
+    """Test accuracy and F1 of `Fake` per run, labelled by `bar_labels`, frozen vs fine-tuned
+    by colour (a legend entry for each kind present), the best run by `metric` outlined, and
+    the synthetic banner when the demo was used."""
     import pandas as pd
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    f1 = next((c for c in frame.columns if c.startswith("test/f1_")), None)
-    fig = Figure(figsize=(max(6, 1.2 * len(frame) + 3), 4), layout="constrained")
-    axes = fig.subplots(1, 2)
-    labels = [
-        f"{row['run']}: {row.get('embedding') or ''}\n"
-        + ("" if row.get("trainable") is None else "fine-tuned" if row["trainable"] else "frozen")
-        + (f"\n{row['encoder']}" if row.get("encoder") not in (None, "bag") else "")
-        for _, row in frame.iterrows()
-    ]  # the run's number ties a bar to its row in summary.md
-    for ax, key, title in ((axes[0], "test/accuracy", "Test accuracy"), (axes[1], f1, "")):
-        if key is None or key not in frame:
+    from fakenews_pl.training.reports import SYNTHETIC_BANNER
+
+    fake = fake_class(frame)
+    labels = bar_labels(frame)
+    lines = max((label.count("\n") + 1 for label in labels), default=1)
+    fig = Figure(figsize=(max(6, 1.9 * len(frame) + 1.5), 5 + 0.15 * lines), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True)
+    kinds = {True: ("tab:orange", "fine-tuned"), False: ("tab:blue", "frozen")}
+    trained = [
+        t if isinstance(t, bool) else None for t in frame.get("trainable", [None] * len(frame))
+    ]
+    colors = [kinds[t][0] if t is not None else "tab:gray" for t in trained]
+    best = frame["best"].tolist() if "best" in frame else [False] * len(frame)
+    for ax, key, title in (
+        (axes[0], "test/accuracy", "Test accuracy"),
+        (axes[1], f"test/f1_{fake}", f"Test F1 of {fake}"),
+    ):
+        values = pd.to_numeric(frame[key], errors="coerce").fillna(0) if key in frame else None
+        if values is None:
+            ax.set_axis_off()
             continue
-        values = pd.to_numeric(frame[key], errors="coerce").fillna(0)
-        colors = ["tab:orange" if t else "tab:blue" for t in frame.get("trainable", [])]
-        ax.bar(range(len(frame)), values, color=colors or None)
+        bars = ax.bar(range(len(frame)), values, color=colors)
+        for bar, is_best in zip(bars, best, strict=True):
+            if is_best:
+                bar.set_edgecolor("black")
+                bar.set_linewidth(2)
+        ax.bar_label(bars, [f"{v:.4f}" for v in values], fontsize=7, padding=2)
         ax.set_xticks(range(len(frame)), labels, fontsize=7)
-        ax.set_title(title or f"Test F1, {key.removeprefix('test/f1_')}")
-        ax.set_ylim(0, 1)
-    if "trainable" in frame and frame["trainable"].notna().any():
-        handles = [Patch(color="tab:blue"), Patch(color="tab:orange")]
-        fig.legend(handles, ["frozen", "fine-tuned"], loc="outside upper right", fontsize=8)
-    fig.savefig(path, dpi=110, format="png")  # path may be a temporary name
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(0, 1.1)
+        ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    handles = [Patch(color=kinds[t][0], label=kinds[t][1]) for t in (False, True) if t in trained]
+    if any(best):
+        handles.append(Patch(facecolor="white", edgecolor="black", linewidth=2,
+                             label=f"best by {metric}"))  # fmt: skip
+    if handles:
+        fig.legend(handles=handles, loc="outside upper right", fontsize=8)
+    if "note" in frame and frame["note"].notna().any():
+        fig.suptitle(SYNTHETIC_BANNER, color="tab:red", fontsize=10, fontweight="bold")
+    return fig
 
 
 def write_summary(
@@ -295,11 +458,12 @@ def write_summary(
         check_metric(frame, metric, runs_dir)
     frame = mark_best(frame, metric, mode)
     with temporaries.atomic_path(sweep_dir / "summary.csv") as tmp:
-        frame.to_csv(tmp, index=False)
+        frame.drop(columns=[SETTINGS], errors="ignore").to_csv(tmp, index=False)
     with temporaries.atomic_file(sweep_dir / "summary.md", "w", encoding="utf-8") as f:
         f.write(_markdown(frame, metric, mode, expected))
     with temporaries.atomic_path(sweep_dir / "summary.png") as tmp:
-        _plot(frame, tmp)
+        # tmp is a temporary name: the format cannot come from it
+        summary_figure(frame, metric).savefig(tmp, dpi=110, format="png")
     return counts(frame)
 
 
