@@ -29,7 +29,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     inputs = [model.hparams.embedding_path, *datamodule.paths]
     synthetic = demo.uses_demo(cfg.paths.demo_dir, inputs)
     info = {"checkpoint": cfg.ckpt_path}
-    return pipeline.write_report(model, datamodule, cfg.paths.output_dir, info, synthetic)
+    recorded = pipeline.checkpoints.read(cfg.ckpt_path).get(pipeline.checkpoints.DECISION)
+    return pipeline.write_report(
+        model, datamodule, cfg.paths.output_dir, info, synthetic,
+        decision_cfg=cfg.decision, recorded=recorded,
+    )  # fmt: skip
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval.yaml")

@@ -32,7 +32,8 @@ def predict(cfg: DictConfig) -> list[str]:
         shares = ", ".join(
             f"{n} {p:.4f}" for n, p in zip(clf.class_names, probabilities, strict=True)
         )
-        lines = [f"{clf.labels(probabilities[None])[0]} ({shares})"]
+        rule = f"{clf.class_names[1]} when P({clf.class_names[1]}) > {clf.threshold:.4f}"
+        lines = [f"{clf.labels(probabilities[None])[0]} ({shares}; {rule})"]
         if cfg.explain:
             (effects,) = clf.explain([str(cfg.text)], cfg.explain_top)
             toward = f"+ toward {clf.class_names[1]}, - toward {clf.class_names[0]}"

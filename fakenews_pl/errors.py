@@ -90,6 +90,9 @@ def hydra_error(exc: BaseException) -> str | None:
     override = getattr(exc, "override", None)  # OverrideParseException names it apart
     head = f"cannot parse the override {override!r}: " if override else ""
     line = head + " ".join(lines) + (f" ({detail})" if detail and detail not in lines else "")
+    if override and ">=" in override:  # Hydra's grammar takes >= only inside quotes
+        key, _, value = override.partition("=")
+        line += f"; quote the value: '{key}=\"{value}\"'"
     return line + replaced_key_hint(line)
 
 

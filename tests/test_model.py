@@ -151,9 +151,13 @@ def test_keras_adam_option_puts_every_parameter_in_kerass_arithmetic(demo_assets
 
 def test_the_notebook_experiments_use_kerass_arithmetic(compose_train, tmp_path: Path) -> None:
     assert compose_train(tmp_path / "default").model.optimizer == "adam"
-    for experiment in ("notebook_frozen", "notebook_finetune", "notebook_grid"):
+    for experiment in ("notebook_frozen", "notebook_finetune"):
         cfg = compose_train(tmp_path / experiment, f"experiment={experiment}")
         assert cfg.model.optimizer == "keras_adam", experiment
+    # The grid's neural cells (conf/cell/), as notebook_grid sweeps them.
+    for cell in ("gnews20_frozen", "wiki250_finetune"):
+        cfg = compose_train(tmp_path / cell, "experiment=notebook_grid", f"cell={cell}")
+        assert cfg.model.optimizer == "keras_adam", cell
 
 
 def _trained(compose_train, root_script, out: Path, *overrides: str) -> tuple[dict, dict]:

@@ -206,7 +206,8 @@ def _sweep_of_files(root: Path, note: str | None) -> Path:
             "test/macro_f1": 0.75, "fit/epochs": 10 + run, **({"note": note} if note else {}),
         }  # fmt: skip
         (d / "metrics.json").write_text(json.dumps(metrics))
-        (d / "run.json").write_text(json.dumps({"embedding": "demo", "trainable": False}))
+        info = {"embedding": "demo", "trainable": False, "wall_s": 1.5 + run}
+        (d / "run.json").write_text(json.dumps(info))
     return root
 
 
@@ -262,3 +263,63 @@ def test_the_figures_bars_are_labelled_by_their_overrides(tmp_path: Path, note) 
     title = figure._suptitle.get_text() if figure._suptitle else None
     assert title == (SYNTHETIC_BANNER if note else None)
     assert [axes.get_title() for axes in figure.axes] == ["Test accuracy", "Test F1 of Fake"]
+
+
+def _seed_sweep(root: Path) -> dict[tuple[str, int], float]:
+    """3 models (the baseline, two embeddings) x 3 seeds; val/best_loss chosen so that model b
+    is best by mean, model a is within noise of it and the baseline is not."""
+    losses = {
+        ("baseline", 1): 0.50, ("baseline", 2): 0.52, ("baseline", 3): 0.51,
+        ("a", 1): 0.41, ("a", 2): 0.38, ("a", 3): 0.42,
+        ("b", 1): 0.40, ("b", 2): 0.39, ("b", 3): 0.40,
+    }  # fmt: skip
+    for job, ((model, seed), loss) in enumerate(losses.items()):
+        d = root / str(job)
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "overrides.yaml").write_text(
+            yaml.safe_dump([f"cell={model}", f"seed={seed}"])
+        )
+        metrics = {"val/best_loss": loss, "test/accuracy": 1 - loss, "test/recall_Fake": 0.9,
+                   "test/f1_Fake": 0.8 - loss / 10, "test/support_Fake": 3}  # fmt: skip
+        (d / "metrics.json").write_text(json.dumps(metrics))
+        info = {
+            "trainable": None if model == "baseline" else False,
+            "baseline": model == "baseline",
+        }
+        (d / "run.json").write_text(json.dumps(info))
+    return losses
+
+
+def test_seeds_aggregate_per_model_with_the_noise_rule(tmp_path: Path) -> None:
+    import numpy as np
+
+    losses = _seed_sweep(tmp_path)
+    frame = summary.mark_best(summary.collect(tmp_path), "val/best_loss", "min")
+    table = summary.over_seeds(frame, "val/best_loss", "min")
+    assert table["model"].tolist() == ["cell=baseline", "cell=a", "cell=b"]  # baseline first
+    for _, row in table.iterrows():
+        values = [v for (m, _), v in losses.items() if f"cell={m}" == row["model"]]
+        assert row["seeds"] == 3
+        assert row["val/best_loss mean"] == pytest.approx(np.mean(values), abs=1e-12)
+        assert row["val/best_loss std"] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+        assert row["test/accuracy mean"] == pytest.approx(1 - np.mean(values), abs=1e-12)
+    assert table["best"].tolist() == [False, False, True]
+    # a - b per seed: 0.01, -0.01, 0.02 -> mean 0.0067, SE 0.0088: within 2 SE
+    # baseline - b: 0.10, 0.13, 0.11 -> mean 0.113, SE 0.0088: not
+    assert table["within_noise"].tolist() == [False, True, True]
+    summary.write_summary(tmp_path)
+    text = (tmp_path / "summary.md").read_text()
+    assert text.count("Recommended:") == 1
+    assert "Recommended: `cell=b`, the lowest mean `val/best_loss` over its 3 seeds" in text
+    assert "within noise of it: `cell=a`." in text
+    assert "| cell=baseline (baseline) | 3 | 0.5100 ± 0.0100 |" in text
+    figure = summary.summary_figure(frame, "val/best_loss")
+    labels = [t.get_text() for t in figure.axes[-1].get_xticklabels()]
+    assert labels == [
+        "cell=baseline\n(3 seeds)\nbaseline",
+        "cell=a\n(3 seeds)",
+        "cell=b\n(3 seeds)",
+    ]
+    (legend,) = figure.legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts == ["baseline (TF-IDF)", "frozen", "best mean val/best_loss"]

@@ -60,8 +60,11 @@ def write_bundle(
     source: str | None = None,
     overwrite: bool = False,
     extras: dict[str, Callable[[Path], None]] | None = None,
+    decision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write a bundle of `net` into `out_dir` (atomically); returns bundle.json.
+    `decision`: the decision rule the model predicts with (`{"threshold", "target",
+    "chosen_on"}`, the training run's; None: threshold 0.5), recorded as bundle.json's `decision`.
 
     `fine_tuned`: the table was trained (recorded). `tuned_table` (default: `fine_tuned`): the
     table differs from the artifact the embedding was loaded from, so it is written as a new
@@ -104,6 +107,7 @@ def write_bundle(
             "encoder": config.encoder_settings,
             "fine_tuned": bool(fine_tuned),
             "data": dict(data or {}),
+            "decision": dict(decision or {"threshold": 0.5, "target": None, "chosen_on": None}),
             "source": source,
             "sha256": {
                 path.relative_to(tmp).as_posix(): artifact.sha256_file(path)

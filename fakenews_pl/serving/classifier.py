@@ -51,6 +51,7 @@ class Classifier(HoldsNet):
         fine_tuned: bool = False,
         table_from_artifact: bool = True,
         threads: int | None = THREADS,
+        decision: dict[str, Any] | None = None,
     ) -> None:
         self.net = net.eval()
         self.class_names = [str(name) for name in class_names]
@@ -60,6 +61,10 @@ class Classifier(HoldsNet):
         # a fine-tuned checkpoint's does not).
         self.table_from_artifact = table_from_artifact
         self.threads = threads  # None: torch's count
+        # The decision rule of the run (fakenews_pl/training/decision.py): class 1 where
+        # P(class 1) > threshold, 0.5 unless the run chose another on its validation split.
+        self.decision = dict(decision or {"threshold": 0.5, "target": None, "chosen_on": None})
+        self.threshold = float(self.decision["threshold"])
 
     @classmethod
     def load(
@@ -70,15 +75,17 @@ class Classifier(HoldsNet):
         if bundle.is_bundle(path):
             net, info = bundle.read_bundle(path, device)
             return cls(
-                net, info["class_names"], info.get("data"), info["fine_tuned"], threads=threads
-            )
+                net, info["class_names"], info.get("data"), info["fine_tuned"], threads=threads,
+                decision=info.get("decision"),
+            )  # fmt: skip
         net, checkpoint = checkpoints.load_net(path, device)
         data = checkpoint.get(checkpoints.DATA_HPARAMS) or {}
         data = {key: data[key] for key in ("format", "text_column") if key in data}
         hp = checkpoint[checkpoints.HPARAMS]
         trainable = bool(hp.get("trainable"))
         names = hp.get("class_names", ("Fake", "True"))
-        return cls(net, names, data, trainable, not trainable, threads=threads)
+        decision = checkpoint.get(checkpoints.DECISION)  # recorded when the run chose one
+        return cls(net, names, data, trainable, not trainable, threads=threads, decision=decision)
 
     def export(
         self,
@@ -109,6 +116,7 @@ class Classifier(HoldsNet):
             source=source,
             overwrite=overwrite,
             extras=extras,
+            decision=self.decision,
         )
 
     @torch.no_grad()
@@ -141,8 +149,9 @@ class Classifier(HoldsNet):
         return self.labels(self.predict_proba(texts))
 
     def labels(self, probabilities: np.ndarray) -> list[str]:
-        """Class names from (N, 2) probabilities: class 1 when its probability is above 0.5."""
-        return [self.class_names[int(p > 0.5)] for p in probabilities[:, 1]]
+        """Class names from (N, 2) probabilities: class 1 when its probability is above the
+        run's threshold (`self.threshold`, 0.5 unless the run chose another)."""
+        return [self.class_names[int(p > self.threshold)] for p in probabilities[:, 1]]
 
     def explain(self, texts: Sequence[str], top: int = 5) -> list[list[tuple[str, float]]]:
         """Each text's `top` most influential tokens, as the module sees them (after its text

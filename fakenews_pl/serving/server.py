@@ -155,6 +155,8 @@ def create_app(
         "model": model_name or type(predictor).__name__,
         "class_names": class_names,
         "explain": explain is not None,
+        # The decision rule labels follow (a Classifier's: its run's threshold); None: 0.5.
+        "decision": getattr(predictor, "decision", None),
         "limits": {**limits, "request_timeout_s": request_timeout_s},
     }
     # No schema routes: /docs and /redoc would load Swagger and ReDoc from a CDN, and every

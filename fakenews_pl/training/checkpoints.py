@@ -40,6 +40,9 @@ _BLOCK = 1 << 22  # bytes read at a time while checking a record's CRC-32
 
 # Lightning's keys.
 HPARAMS, DATA_HPARAMS, STATE = "hyper_parameters", "datamodule_hyper_parameters", "state_dict"
+# The run's decision rule (`fakenews_pl.training.decision.Decision.as_dict()`), recorded in the
+# checkpoint of the weights it was chosen for; absent: threshold 0.5.
+DECISION = "decision"
 # The LightningModule's network is `self.net`: its table's keys start with this.
 NET_PREFIX = "net."
 TABLE_PREFIX = NET_PREFIX + "embedding."
@@ -141,6 +144,13 @@ def save(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with temporaries.atomic_file(target) as file:
         torch.save(checkpoint, file)
+
+
+def record_decision(path: str | os.PathLike, decision: dict[str, Any]) -> None:
+    """Keep `decision` in checkpoint `path` (read, verified, rewritten atomically)."""
+    checkpoint = read(path)
+    checkpoint[DECISION] = dict(decision)
+    save(checkpoint, path)
 
 
 # ---------------------------------------------------------------------- the table

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from fakenews_pl import temporaries
 from fakenews_pl.errors import REPLACED_KEYS, ConfigError
 from fakenews_pl.nn.optim import OPTIMIZERS, TABLE_OPTIMIZERS
+from fakenews_pl.training import decision
 
 
 def run_suffix() -> str:
@@ -226,6 +227,8 @@ def check_train_config(cfg: DictConfig, multirun: bool | None = None) -> None:
     _check(cfg, "report_on", lambda v: v in REPORT_ON, f"one of {list(REPORT_ON)}")
     _check(cfg, "seed", lambda v: is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32 - 1]")
     check_checkpointing(cfg)
+    if cfg.get("decision") is not None:
+        decision.check_config(cfg.decision)
     _check(cfg, "trainable", lambda v: isinstance(v, bool), "true or false")
     ckpt = cfg.get("ckpt_path")
     if ckpt not in (None, "last"):
@@ -238,6 +241,8 @@ def check_eval_config(cfg: DictConfig) -> None:
     check_checkpoint_and_device(cfg)
     if cfg.get("data"):
         check_data(cfg)
+    if cfg.get("decision") is not None:
+        decision.check_config(cfg.decision)
 
 
 def check_predict_config(cfg: DictConfig, is_model_dir: Callable[[str], bool]) -> None:

@@ -26,7 +26,7 @@ from fakenews_pl.data.datamodule import FakeNewsDataModule
 from fakenews_pl.errors import ConfigError, MissingInputError, UserError
 from fakenews_pl.hub import artifact
 from fakenews_pl.hub.convert import HUB_MODULES
-from fakenews_pl.training import checkpoints, reports
+from fakenews_pl.training import checkpoints, decision, reports
 from fakenews_pl.training.model import FakeNewsClassifier, check_strategy
 
 # Batches are slices of in-memory arrays: worker processes would only add pickling.
@@ -253,6 +253,18 @@ def refuse_divergence(model: FakeNewsClassifier, out_dir: str) -> None:
         )
 
 
+def record_decision(cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    """Keep a chosen (or set) threshold in the checkpoint of the reported weights, which
+    `Classifier.load`, exported bundles, predict.py and serve.py then apply; the default (0.5)
+    needs no record."""
+    chosen = {key: metrics[f"decision/{key}"] for key in ("threshold", "target", "chosen_on")}
+    if chosen == decision.Decision().as_dict():
+        return
+    info = json.loads((Path(cfg.paths.output_dir) / "run.json").read_text(encoding="utf-8"))
+    if info.get("checkpoint"):
+        checkpoints.record_decision(info["checkpoint"], chosen)
+
+
 def write_run_info(cfg: DictConfig, trainer: Trainer, started: float) -> None:
     """`run.json` in the run dir: what a sweep summary lists beside the metrics (embedding,
     trainable, encoder, wall seconds, peak RSS, the checkpoint of the reported weights)."""
@@ -279,17 +291,28 @@ def write_report(
     synthetic: bool = False,
     report_val: bool = False,
     report_on: str | None = None,
+    decision_cfg: Any = None,
+    recorded: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Predict train and test, then write metrics.json, tables and plots into `out_dir` and
     print the end-of-run block (`reports.end_of_run`; `report_on`: which of a run's weights
     these are, `reported_weights`; None: a loaded checkpoint's, `info["checkpoint"]`);
     `synthetic` marks the report as made on the demo's synthetic inputs; `report_val` adds the
-    validation split's metrics to metrics.json (`val/f1_Fake`, ...: what a search judges)."""
+    validation split's metrics to metrics.json (`val/f1_Fake`, ...: what a search judges).
+    The threshold: `decision_cfg` (`decision.decide`: fixed, or chosen on the validation
+    split), or, when that is the default, the `recorded` decision of a loaded checkpoint."""
     splits = [*reports.REPORT_SPLITS, *(["val"] if report_val else [])]
+    choosing = decision_cfg is not None and decision_cfg.get("target") is not None
+    predicted = [*splits, *(["val"] if choosing and not report_val else [])]
     predictions = {
-        split: reports.predict_logits(model, datamodule.split_dataloader(split)) for split in splits
+        split: reports.predict_logits(model, datamodule.split_dataloader(split))
+        for split in predicted
     }
     hp = datamodule.hparams
+    chosen = choose_decision(
+        decision_cfg, recorded, predictions.get("val"), datamodule.class_names,
+        hp.val_source == "test",
+    )  # fmt: skip
     info = {
         "embedding": model.hparams.embedding_path,
         "trainable": model.hparams.trainable,
@@ -300,14 +323,37 @@ def write_report(
     }
     note = demo.NOTE if synthetic else None
     metrics = reports.write_report(
-        out_dir, predictions, datamodule.class_names, model.history, info, note, splits
-    )
+        out_dir, predictions, datamodule.class_names, model.history, info, note, splits,
+        chosen.as_dict(),
+    )  # fmt: skip
     if report_on is None:
         weights = f"those of {info['checkpoint']}"
     else:
         weights = reported_weights(metrics, report_on)
     print(reports.end_of_run(metrics, datamodule.class_names, out_dir, weights), flush=True)
     return metrics
+
+
+def choose_decision(
+    decision_cfg: Any,
+    recorded: dict[str, Any] | None,
+    val: tuple[torch.Tensor, torch.Tensor] | None,
+    class_names: list[str],
+    val_is_test: bool,
+) -> decision.Decision:
+    """The decision a report uses: the configured one (a target chosen on `val`'s (logits,
+    labels)); where the config is the default and a checkpoint `recorded` one, that."""
+    default = decision_cfg is None or (
+        decision_cfg.get("target") is None
+        and decision_cfg.get("threshold") == decision.DEFAULT_THRESHOLD
+    )
+    if default and recorded:
+        return decision.Decision.from_dict(recorded)
+    probabilities = None
+    if val is not None:
+        logits, labels = val
+        probabilities = (torch.sigmoid(logits).double().numpy(), labels.long().numpy())
+    return decision.decide(decision_cfg, probabilities, class_names, val_is_test)
 
 
 def check_test_rows(ckpt_path: str, datamodule: FakeNewsDataModule, strict: bool = True) -> None:
@@ -402,7 +448,9 @@ def train(
     reported = weights_for_report(trainer, model, cfg.report_on)
     info = {"weights": REPORT_ON[cfg.report_on], **(info or {})}
     metrics = write_report(
-        reported, datamodule, cfg.paths.output_dir, info, synthetic, report_val, cfg.report_on
-    )
+        reported, datamodule, cfg.paths.output_dir, info, synthetic, report_val, cfg.report_on,
+        cfg.get("decision"),
+    )  # fmt: skip
     write_run_info(cfg, trainer, started)
+    record_decision(cfg, metrics)
     return metrics, {**objects, "reported_model": reported}

@@ -1,13 +1,16 @@
 """The notebook's `print_results`, from torchmetrics: tables, metrics.json and plots.
 
-Predicted class = `prob > 0.5`, which is the notebook's `np.rint(prob)` (0.5 rounds to 0).
-Per split (train, test): per-class precision, recall, F1 and support, accuracy, macro and
+Predicted class = `prob > threshold`: 0.5 by default, the notebook's `np.rint(prob)` (0.5 rounds
+to 0), or the run's decision (`fakenews_pl/training/decision.py`). Per split (train, test):
+per-class precision, recall, F1 and support at that threshold, accuracy, macro and
 support-weighted averages (sklearn's `classification_report` layout, classes named by label),
-binary AUROC, BCE loss, and the confusion matrix.
+and, threshold-free, binary AUROC, each class's average precision and the BCE loss; the
+confusion matrix.
 
 Files written into a run dir (`REPORT_FILES`): `metrics.json` (flat keys, see `split_metrics`),
 `report.md` (both tables), `classification_report.csv`, `confusion_matrix_{train,test}.png`,
-`curves.png` (loss and accuracy per epoch, train vs validation).
+`curves.png` (loss and accuracy per epoch, train vs validation), `roc_pr_test.png` (the test
+split's ROC and precision-recall curves of each class, the operating point marked).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from matplotlib.figure import Figure  # the OO API: no pyplot state, no GUI back
 from torch import nn
 from torchmetrics.classification import (
     BinaryAUROC,
+    BinaryAveragePrecision,
+    BinaryPrecisionRecallCurve,
+    BinaryROC,
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
@@ -42,6 +48,7 @@ REPORT_FILES = (
     "confusion_matrix_train.png",
     "confusion_matrix_test.png",
     "curves.png",
+    "roc_pr_test.png",
 )
 TABLE_ROWS = ("precision", "recall", "f1-score", "support")
 
@@ -69,16 +76,22 @@ def predict_logits(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]])
 
 
 def split_metrics(
-    split: str, logits: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]
+    split: str,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: Sequence[str],
+    threshold: float = 0.5,
 ) -> SplitReport:
-    """Metrics of one split from (N,) logits and (N,) 0/1 labels.
+    """Metrics of one split from (N,) logits and (N,) 0/1 labels, class 1 where
+    P(class 1) > `threshold`.
 
     Keys, with `{s}` the split and `{c}` a class name: `{s}/loss`, `{s}/accuracy`,
-    `{s}/auroc`, `{s}/{precision,recall,f1,support}_{c}`,
+    `{s}/auroc`, `{s}/average_precision_{c}` (the area under class c's precision-recall curve,
+    threshold-free), `{s}/{precision,recall,f1,support}_{c}`,
     `{s}/{macro,weighted}_{precision,recall,f1}`, `{s}/confusion_{true}_{predicted}`.
     """
     probs, target = torch.sigmoid(logits), labels.long()
-    preds = (probs > 0.5).long()  # np.rint: exactly 0.5 is class 0
+    preds = (probs > threshold).long()  # at 0.5, np.rint: exactly 0.5 is class 0
     n = len(class_names)
     # Reports are built on one rank: no cross-process sync on compute().
     per_class = {
@@ -96,6 +109,10 @@ def split_metrics(
         f"{split}/accuracy": accuracy,
         f"{split}/auroc": float(BinaryAUROC(sync_on_compute=False)(probs, target)),
     }
+    for i, name in enumerate(class_names):  # class 0 ranks rows by 1 - P(class 1)
+        scores, positive = (probs, target) if i == 1 else (1 - probs, 1 - target)
+        average = BinaryAveragePrecision(sync_on_compute=False)(scores, positive)
+        out[f"{split}/average_precision_{name}"] = float(average)
     table = {}
     for i, name in enumerate(class_names):
         for key, value in values.items():
@@ -175,6 +192,43 @@ def plot_curves(history: Sequence[dict[str, float]], path: Path, note: str | Non
     fig.savefig(path, dpi=120)
 
 
+def plot_operating_point(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: Sequence[str],
+    threshold: float,
+    path: Path,
+    note: str | None = None,
+) -> None:
+    """ROC and precision-recall curves of each class on one split (torchmetrics), the
+    operating point at `threshold` marked on each curve."""
+    probs, target = torch.sigmoid(logits.double()).float(), labels.long()
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    roc_ax, pr_ax = fig.subplots(1, 2)
+    for i, name in enumerate(class_names):
+        scores, positive = (probs, target) if i == 1 else (1 - probs, 1 - target)
+        fpr, tpr, _ = BinaryROC(sync_on_compute=False)(scores, positive)
+        precision, recall, _ = BinaryPrecisionRecallCurve(sync_on_compute=False)(scores, positive)
+        (line,) = roc_ax.plot(fpr, tpr, label=f"{name}")
+        pr_ax.plot(recall, precision, color=line.get_color(), label=f"{name}")
+        # The operating point: class 1 where P(class 1) > threshold.
+        predicted = (probs > threshold).long() if i == 1 else (probs <= threshold).long()
+        hits = int((predicted * positive).sum())
+        point_recall = hits / max(int(positive.sum()), 1)
+        point_precision = hits / max(int(predicted.sum()), 1)
+        false_alarms = int((predicted * (1 - positive)).sum()) / max(int((1 - positive).sum()), 1)
+        roc_ax.plot([false_alarms], [point_recall], "o", color=line.get_color())
+        pr_ax.plot([point_recall], [point_precision], "o", color=line.get_color())
+    roc_ax.plot([0, 1], [0, 1], ":", color="gray")
+    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate (recall)",
+               title="ROC, test split")  # fmt: skip
+    pr_ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, test split")
+    for ax in (roc_ax, pr_ax):
+        ax.legend(title=f"class (o: threshold {threshold:.4g})", fontsize=8)
+    _mark(fig, note)
+    fig.savefig(path, dpi=120)
+
+
 def history_metrics(history: Sequence[dict[str, float]]) -> dict[str, float]:
     """`fit/epochs`, and `val/best_loss` / `val/best_epoch` (1-based) when validation ran."""
     out: dict[str, float] = {"fit/epochs": len(history)}
@@ -193,8 +247,12 @@ def write_report(
     info: dict[str, Any],
     note: str | None = None,
     splits: Sequence[str] = REPORT_SPLITS,
+    decision: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Write every file of `REPORT_FILES` into `out_dir`; return the metrics.json dict.
+    `decision` (`decision.Decision.as_dict()`; None: threshold 0.5) sets the threshold every
+    table is computed at; metrics.json keeps it as `decision/threshold`, `decision/target`,
+    `decision/chosen_on`.
     `splits`: those whose metrics go into metrics.json (train and test are also reported in
     report.md and plotted; a search trial adds val, what it is judged on).
 
@@ -204,9 +262,16 @@ def write_report(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    computed = {s: split_metrics(s, *predictions[s], class_names) for s in splits}
+    decision = decision or {"threshold": 0.5, "target": None, "chosen_on": None}
+    threshold = float(decision["threshold"])
+    computed = {s: split_metrics(s, *predictions[s], class_names, threshold) for s in splits}
     metrics = {k: v for report in computed.values() for k, v in report.metrics.items()}
     metrics.update(history_metrics(history))
+    metrics.update({f"decision/{key}": value for key, value in decision.items()})
+    rule = f"{class_names[1]} when P({class_names[1]}) > {threshold:.6g}"
+    if decision.get("target"):
+        rule += f", chosen for {decision['target']} on {decision['chosen_on']}"
+    info = {**info, "decision": rule}
     if note:
         metrics["note"] = note
         info = {"note": note, **info}
@@ -222,6 +287,8 @@ def write_report(
         title = f"Confusion matrix, {split} set"
         plot_confusion(report, class_names, title, out / f"confusion_matrix_{split}.png", note)
     plot_curves(history, out / "curves.png", note)
+    roc_pr = out / "roc_pr_test.png"
+    plot_operating_point(*predictions["test"], class_names, threshold, roc_pr, note)
     return metrics
 
 
@@ -238,6 +305,11 @@ def end_of_run(
     lines = [SYNTHETIC_BANNER] if metrics.get("note") else []
     lines.append(f"test accuracy {metrics['test/accuracy']:.4f} on {rows:,} rows")
     lines.append(f"weights: {weights}")
+    threshold = metrics.get("decision/threshold", 0.5)
+    if threshold != 0.5 or metrics.get("decision/target"):
+        chosen = metrics.get("decision/target")
+        how = f" (chosen for {chosen} on {metrics.get('decision/chosen_on')})" if chosen else ""
+        lines.append(f"decision: {class_names[1]} when P({class_names[1]}) > {threshold:.4f}{how}")
     lines.append(f"{'class':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
     for c in class_names:
         p, r, f = (metrics[f"test/{key}_{c}"] for key in ("precision", "recall", "f1"))

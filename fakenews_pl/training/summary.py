@@ -45,6 +45,8 @@ METRICS = (
     "test/f1_{c}",
     "test/macro_f1",
     "test/auroc",
+    "test/average_precision_{c}",
+    "decision/threshold",
     "train/accuracy",
     "val/best_loss",
     "fit/epochs",
@@ -129,6 +131,7 @@ def read_run(run: Path, metric: str | None = None) -> dict[str, Any] | None:
         "embedding": info.get("embedding"),
         "trainable": info.get("trainable"),
         "encoder": info.get("encoder"),
+        "baseline": bool(info.get("baseline", False)),  # the TF-IDF model the notebook compared to
     }
     for key in METRICS:
         for c in _classes(metrics) if "{c}" in key else [None]:
@@ -282,11 +285,122 @@ def compact_columns(frame: pd.DataFrame) -> list[tuple[str, str]]:
         ("test accuracy", "test/accuracy"),
         (f"F1 {fake}", f"test/f1_{fake}"),
         (f"recall {fake}", f"test/recall_{fake}"),
+        (f"precision {fake}", f"test/precision_{fake}"),
+        ("threshold", "decision/threshold"),
         ("macro F1", "test/macro_f1"),
         ("epochs", "fit/epochs"),
         ("wall s", "wall_s"),
     ]
-    return [(heading, column) for heading, column in wanted if column in frame]
+    return [(h, c) for h, c in wanted if c in frame and frame[c].notna().any()]
+
+
+SEED = "seed"
+# The rule `over_seeds` states: another model is within noise of the best when, over the seeds
+# both ran, the mean of their per-seed differences is within this many standard errors of 0.
+NOISE_SE = 2.0
+
+
+def over_seeds(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame | None:
+    """Per model (runs with the same differing overrides but `seed`), over its finished seeds:
+    n, mean and standard deviation (ddof 1) of `metric` and of the compact table's metrics;
+    `best` (by mean `metric`), and `within_noise` of the best: paired over the seeds both
+    ran, |mean difference| <= `NOISE_SE` standard errors of the differences (None with fewer
+    than two shared seeds). The baseline first. None when the sweep does not vary the seed."""
+    import numpy as np
+    import pandas as pd
+
+    settings = _settings(frame)
+    keys = varying(settings)
+    if SEED not in keys or metric not in frame:
+        return None
+    others = [k for k in keys if k != SEED]
+    columns = [metric, *dict.fromkeys(c for _, c in compact_columns(frame) if c != "wall_s")]
+    groups: dict[tuple, dict[str, Any]] = {}
+    for (_, row), values in zip(frame.iterrows(), settings, strict=True):
+        if values is None or row.get("status") != FINISHED or not _number(row.get(metric)):
+            continue
+        key = tuple(values.get(k, "(default)") for k in others)
+        group = groups.setdefault(key, {"rows": [], "baseline": False})
+        group["rows"].append(row)
+        group["baseline"] |= bool(row.get("baseline"))
+    records = []
+    for key, group in groups.items():
+        rows = group["rows"]
+        record = {
+            "model": ", ".join(f"{k}={v}" for k, v in zip(others, key, strict=True)) or "(all)",
+            "baseline": group["baseline"],
+            "trainable": rows[0].get("trainable"),
+            "seeds": len(rows),
+            "_by_seed": {str(r[SETTINGS].get(SEED)): float(r[metric]) for r in rows},
+        }
+        for column in columns:
+            values = pd.to_numeric(pd.Series([r.get(column) for r in rows]), errors="coerce")
+            record[f"{column} mean"] = float(values.mean())
+            record[f"{column} std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        records.append(record)
+    if not records:
+        return None
+    table = pd.DataFrame(records)
+    means = table[f"{metric} mean"]
+    best = int(means.idxmin() if mode == "min" else means.idxmax())
+    table["best"] = False
+    table.loc[best, "best"] = True
+    within = []
+    for i, record in enumerate(records):
+        shared = sorted(set(record["_by_seed"]) & set(records[best]["_by_seed"]))
+        if i == best or len(shared) < 2:
+            within.append(None if i != best else True)
+            continue
+        d = np.array([record["_by_seed"][s] - records[best]["_by_seed"][s] for s in shared])
+        standard_error = d.std(ddof=1) / math.sqrt(len(d))
+        within.append(bool(abs(d.mean()) <= NOISE_SE * standard_error))
+    table["within_noise"] = within
+    order = sorted(range(len(table)), key=lambda i: (not table.loc[i, "baseline"], i))
+    return table.drop(columns="_by_seed").iloc[order].reset_index(drop=True)
+
+
+def _spread(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return ""
+    return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
+
+
+def seed_lines(table: pd.DataFrame, frame: pd.DataFrame, metric: str, mode: str) -> list[str]:
+    """summary.md's part for a sweep over seeds: the recommendation in one sentence and a row
+    per model (the baseline first) with each metric's mean ± standard deviation."""
+    best = table[table["best"]].iloc[0]
+    near = [m for m, w, b in zip(table["model"], table["within_noise"], table["best"], strict=True)
+            if w and not b]  # fmt: skip
+    seeds = int(table["seeds"].max())
+    lines = [
+        f"Recommended: `{best['model']}`, the {'lowest' if mode == 'min' else 'highest'} mean "
+        f"`{metric}` over its {int(best['seeds'])} seeds "
+        f"({_spread(best[f'{metric} mean'], best[f'{metric} std'])}); "
+        + (
+            f"within noise of it: {', '.join(f'`{m}`' for m in near)}."
+            if near
+            else "no other model is within noise of it."
+        ),
+        "",
+        f"Within noise: over the seeds both ran, the mean of the per-seed differences in "
+        f"`{metric}` is within {NOISE_SE:g} standard errors of zero (a paired comparison; "
+        "needs 2 shared seeds).",
+        "",
+        f"## Per model, over up to {seeds} seeds (mean ± standard deviation)",
+        "",
+    ]
+    headings = [(metric, metric)] + [(h, c) for h, c in compact_columns(frame)
+                                     if c not in ("wall_s", metric)]  # fmt: skip
+    rows, bold = [], []
+    for _, record in table.iterrows():
+        mark = "best" if record["best"] else "within noise" if record["within_noise"] else ""
+        cells = [record["model"] + (" (baseline)" if record["baseline"] else ""),
+                 str(int(record["seeds"]))]  # fmt: skip
+        cells += [_spread(record[f"{c} mean"], record[f"{c} std"]) for _, c in headings]
+        rows.append(cells + [mark])
+        bold.append(bool(record["best"]))
+    columns = ["model", "seeds", *(f"`{h}`" if h == metric else h for h, _ in headings), ""]
+    return lines + _table(columns, rows, bold)
 
 
 def recommendation(frame: pd.DataFrame, metric: str, mode: str) -> str | None:
@@ -327,8 +441,12 @@ def _markdown(frame: pd.DataFrame, metric: str, mode: str, expected: int | None 
     lines = ["# Sweep summary", ""]
     if "note" in frame and frame["note"].notna().any():
         lines += [f"**{SYNTHETIC_BANNER}**", ""]
-    pick = recommendation(frame, metric, mode)
-    lines += [pick, ""] if pick else []
+    table = over_seeds(frame, metric, mode)
+    if table is not None:
+        lines += seed_lines(table, frame, metric, mode) + ["", "## Every run", ""]
+    else:
+        pick = recommendation(frame, metric, mode)
+        lines += [pick, ""] if pick else []
     lines += [f"{counts(frame)}{expected_note}; best by `{metric}` ({mode}) marked **best**.", ""]
     # The compact table: what differs between runs, and what matters of their results.
     keys = varying(_settings(frame))
@@ -337,6 +455,7 @@ def _markdown(frame: pd.DataFrame, metric: str, mode: str, expected: int | None 
     for (_, row), settings in zip(frame.iterrows(), _settings(frame), strict=True):
         status = row.get("status")
         mark = "best" if row.get("best") else "" if status == FINISHED else str(status)
+        mark = "baseline" + (f", {mark}" if mark else "") if row.get("baseline") else mark
         cells = [str(row["run"])]
         cells += [_cell((settings or {}).get(k, "" if settings is None else "(default)"))
                   for k in keys]  # fmt: skip
@@ -355,6 +474,15 @@ def _markdown(frame: pd.DataFrame, metric: str, mode: str, expected: int | None 
     if len(best) and best.iloc[0].get("checkpoint"):
         lines += ["", f"Best run's checkpoint: `{best.iloc[0]['checkpoint']}`"]
     return "\n".join(lines) + "\n"
+
+
+def _short_setting(setting: str) -> str:
+    """`model.hidden_sizes=[128,32]` as a bar label line: the key's last part, a path's last
+    part, at most 24 characters of value."""
+    key, _, value = setting.partition("=")
+    value = value.rstrip("/").rsplit("/", 1)[-1] if "/" in value else value
+    value = value if len(value) <= 24 else value[:23] + "~"
+    return f"{key.rsplit('.', 1)[-1]}={value}" if value else key
 
 
 def bar_labels(frame: pd.DataFrame) -> list[str]:
@@ -395,7 +523,18 @@ def summary_figure(frame: pd.DataFrame, metric: str) -> Figure:
     from fakenews_pl.training.reports import SYNTHETIC_BANNER
 
     fake = fake_class(frame)
-    labels = bar_labels(frame)
+    seeds = over_seeds(frame, metric, "min" if "loss" in metric else "max")
+    if seeds is not None:  # a bar per model: the mean over its seeds, the std as error bar
+        frame = seeds.rename(columns=lambda c: c.removesuffix(" mean"))
+        parts = zip(frame["model"], frame["seeds"], frame["baseline"], strict=True)
+        labels = [
+            "\n".join(_short_setting(part) for part in model.split(", "))
+            + f"\n({int(n)} seeds)"
+            + ("\nbaseline" if baseline else "")
+            for model, n, baseline in parts
+        ]
+    else:
+        labels = bar_labels(frame)
     lines = max((label.count("\n") + 1 for label in labels), default=1)
     fig = Figure(figsize=(max(6, 1.9 * len(frame) + 1.5), 5 + 0.15 * lines), layout="constrained")
     axes = fig.subplots(2, 1, sharex=True)
@@ -404,6 +543,8 @@ def summary_figure(frame: pd.DataFrame, metric: str) -> Figure:
         t if isinstance(t, bool) else None for t in frame.get("trainable", [None] * len(frame))
     ]
     colors = [kinds[t][0] if t is not None else "tab:gray" for t in trained]
+    baseline = [bool(b) for b in frame.get("baseline", [False] * len(frame))]
+    colors = ["tab:gray" if b else c for b, c in zip(baseline, colors, strict=True)]
     best = frame["best"].tolist() if "best" in frame else [False] * len(frame)
     for ax, key, title in (
         (axes[0], "test/accuracy", "Test accuracy"),
@@ -413,20 +554,29 @@ def summary_figure(frame: pd.DataFrame, metric: str) -> Figure:
         if values is None:
             ax.set_axis_off()
             continue
-        bars = ax.bar(range(len(frame)), values, color=colors)
+        spread = None
+        if seeds is not None and f"{key} std" in frame:
+            spread = pd.to_numeric(frame[f"{key} std"], errors="coerce").fillna(0)
+        bars = ax.bar(range(len(frame)), values, color=colors, yerr=spread, capsize=3)
         for bar, is_best in zip(bars, best, strict=True):
             if is_best:
                 bar.set_edgecolor("black")
                 bar.set_linewidth(2)
-        ax.bar_label(bars, [f"{v:.4f}" for v in values], fontsize=7, padding=2)
+        texts = [f"{v:.4f}" for v in values]
+        if spread is not None:
+            texts = [f"{t} ± {s:.4f}" if s else t for t, s in zip(texts, spread, strict=True)]
+        ax.bar_label(bars, texts, fontsize=7, padding=2)
         ax.set_xticks(range(len(frame)), labels, fontsize=7)
         ax.set_title(title, fontsize=10)
         ax.set_ylim(0, 1.1)
         ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    handles = [Patch(color=kinds[t][0], label=kinds[t][1]) for t in (False, True) if t in trained]
+    present = [t for b, t in zip(baseline, trained, strict=True) if not b]
+    handles = [Patch(color=kinds[t][0], label=kinds[t][1]) for t in (False, True) if t in present]
+    if any(baseline):
+        handles.insert(0, Patch(color="tab:gray", label="baseline (TF-IDF)"))
     if any(best):
-        handles.append(Patch(facecolor="white", edgecolor="black", linewidth=2,
-                             label=f"best by {metric}"))  # fmt: skip
+        what = f"best mean {metric}" if seeds is not None else f"best by {metric}"
+        handles.append(Patch(facecolor="white", edgecolor="black", linewidth=2, label=what))
     if handles:
         fig.legend(handles=handles, loc="outside upper right", fontsize=8)
     if "note" in frame and frame["note"].notna().any():
@@ -492,6 +642,8 @@ def missing_embeddings(config: DictConfig) -> list[tuple[str, Path]]:
 
     root = Path(config.paths.embeddings_dir)
     names = sweep_choices(config, "embedding")
+    # A grid cell (conf/cell/<embedding>_frozen|_finetune) names its embedding first.
+    names += [cell.split("_")[0] for cell in sweep_choices(config, "cell")]
     return [
         (n, root / n)
         for n in dict.fromkeys(names)
