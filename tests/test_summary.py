@@ -323,3 +323,13 @@ def test_seeds_aggregate_per_model_with_the_noise_rule(tmp_path: Path) -> None:
     (legend,) = figure.legends
     texts = [t.get_text() for t in legend.get_texts()]
     assert texts == ["baseline (TF-IDF)", "frozen", "best mean val/best_loss"]
+
+
+def test_expected_jobs_lets_the_command_line_replace_a_swept_key(tmp_path: Path) -> None:
+    sweeper = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    hydra = {
+        "sweeper": {"_target_": sweeper, "params": {"cell": "a,b,c", "seed": "1,2"}},
+        "overrides": {"task": ["cell=a,b", "model.lr=1e-3"]},
+    }
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+    assert summary.expected_jobs(tmp_path) == 4  # cell a,b (the command line's) x seed 1,2

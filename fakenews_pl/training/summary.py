@@ -177,14 +177,16 @@ def expected_jobs(sweep_dir: Path) -> int | None:
         hydra = config["hydra"]
         if "basic_sweeper" not in str(hydra.get("sweeper", {}).get("_target_", "")):
             return None
-        texts = [str(o) for o in hydra["overrides"]["task"]]
         params = hydra["sweeper"].get("params") or {}
-        texts += [f"{name}={value}" for name, value in params.items()]
-        count = 1
+        texts = [f"{name}={value}" for name, value in params.items()]
+        texts += [str(o) for o in hydra["overrides"]["task"]]
+        sizes = {}  # as the sweeper: a key's last override wins (the command line's)
         for override in OverridesParser.create().parse_overrides(texts):
-            if override.is_sweep_override():
-                count *= len(list(override.sweep_string_iterator()))
-        return count
+            sweep = override.is_sweep_override()
+            sizes[override.get_key_element()] = (
+                len(list(override.sweep_string_iterator())) if sweep else 1
+            )
+        return math.prod(sizes.values())
     except Exception:  # an unusual sweep: the count is unknown, and the summary says so
         return None
 
