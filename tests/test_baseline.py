@@ -22,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from fakenews_pl.errors import ConfigError, UserError
 from fakenews_pl.training import baseline, config, pipeline, reports, search, summary
 from fakenews_pl.training.baseline import BaselineConfig, BaselineError, TfidfBaseline
+from fakenews_pl.training.decision import TargetUnreachable
 
 SEED = 42  # train.yaml's
 
@@ -244,7 +245,8 @@ def test_predict_py_gives_the_baselines_label(run: dict, compose_train, root_scr
     with contextlib.redirect_stdout(io.StringIO()):
         (line,) = predict.predict(cfg)
     label = run["model"].predict([text])[0]
-    assert line == f"{label} (Fake {probabilities[0]:.4f}, True {probabilities[1]:.4f})"
+    shares = f"Fake {probabilities[0]:.4f}, True {probabilities[1]:.4f}"
+    assert line == f"{label} ({shares}; True when P(True) > 0.5000)"
     for override, key in (("explain=true", "explain=True"), ("input=x.csv", "input=x.csv")):
         bad = compose_train(run["dir"] / "p", f"ckpt_path={run['saved']}", override,
                             *(["output=y.csv"] if "input" in override else [f"text='{text}'"]),
@@ -319,3 +321,53 @@ def test_real_data_is_not_marked_synthetic_for_the_demo_embedding(
     assert "note" not in metrics and "SYNTHETIC" not in printed.getvalue()
     assert objects["model"].class_names == ["fake", "real"]
     assert metrics["test/support_fake"] + metrics["test/support_real"] == 20  # 33% of 60
+
+
+def test_a_decision_target_is_chosen_on_val_kept_and_applied(
+    run: dict, compose_train, root_script, tmp_path: Path
+) -> None:
+    """decision.target chooses the threshold on the validation split's probabilities (as
+    predict_proba gives them), the report is at it, and the saved model, predict.py and
+    the labels apply it; a target out of reach stops the run once the model is saved."""
+    target = 'decision.target="recall_Fake>=0.95"'
+    cfg = compose_train(tmp_path / "run", "model=tfidf_lr", target)
+    with contextlib.redirect_stdout(io.StringIO()):
+        metrics, objects = pipeline.train(cfg)
+    model, datamodule = objects["model"], objects["datamodule"]
+    threshold = metrics["decision/threshold"]
+    assert metrics["decision/target"] == "recall_Fake>=0.95" and metrics["decision/chosen_on"]
+    assert threshold > 0.5 and model.threshold == threshold
+    val = model.predict(datamodule.texts("val"))
+    fake = datamodule.labels("val") == 0
+    assert np.mean(np.array(val)[fake] == "Fake") >= 0.95  # the target, met on val
+    test = np.array(model.predict(datamodule.texts("test")))
+    assert metrics["test/confusion_Fake_Fake"] == int(np.sum(test[datamodule.labels("test") == 0]
+                                                           == "Fake"))  # fmt: skip
+    loaded = TfidfBaseline.load(tmp_path / "run" / "baseline")
+    assert loaded.threshold == threshold and loaded.decision == model.decision
+    text = str(datamodule.texts("test")[0])
+    predict_cfg = compose_train(tmp_path / "p", f"ckpt_path={tmp_path / 'run' / 'baseline'}",
+                                f"text='{text}'", config_name="predict")  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        (line,) = root_script("predict").predict(predict_cfg)
+    assert line.startswith(loaded.predict([text])[0]) and f"> {threshold:.4f})" in line
+
+
+def test_a_target_out_of_reach_stops_the_run_once_the_model_is_saved(
+    compose_train, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable(*args):
+        raise TargetUnreachable("decision.target=recall_Fake>=0.99: no threshold reaches it")
+
+    monkeypatch.setattr(baseline, "decide", unreachable)
+    cfg = compose_train(tmp_path, "model=tfidf_lr", 'decision.target="recall_Fake>=0.99"')
+    with pytest.raises(TargetUnreachable), contextlib.redirect_stdout(io.StringIO()):
+        pipeline.train(cfg)
+    assert TfidfBaseline.load(tmp_path / "baseline").threshold == 0.5
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_the_notebook_grids_baseline_cell_is_this_baseline(compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "experiment=notebook_grid", "cell=baseline")
+    assert baseline.is_baseline(cfg.model) and cfg.data.val_source == "test"
+    config.check_train_config(cfg, multirun=True)

@@ -85,6 +85,7 @@ def test_serve_py_serves_a_saved_baseline(saved, tmp_path: Path) -> None:
                 time.sleep(0.2)
         assert health["model"] == "baseline" and health["explain"] is False
         assert health["class_names"] == ["Fake", "True"]
+        assert health["decision"] == {"threshold": 0.5, "target": None, "chosen_on": None}
         texts = TEXTS[:4]
         answer = httpx.post(f"{url}/predict", json={"texts": texts, "explain": True}).json()
         probabilities = model.predict_proba(texts)

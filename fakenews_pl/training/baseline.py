@@ -3,10 +3,11 @@
 train split (`model=tfidf_lr`, conf/model/tfidf_lr.yaml), reported like the network, and saved
 without pickle:
 
-    DIR/baseline.json        format, class names, `threshold`, the training data's format and
-                             text column, the settings, the fit (iterations, converged), the
-                             split's fingerprint, the sha256 of every other file, and
-                             `baseline_sha256`: the sha256 of its own canonical content
+    DIR/baseline.json        format, class names, `decision` (the threshold, and the target it
+                             was chosen for: `fakenews_pl.training.decision`), the training
+                             data's format and text column, the settings, the fit (iterations,
+                             converged, the train split's fingerprint), the sha256 of every
+                             other file, and `baseline_sha256`: that of its own content
     DIR/vocabulary.json      the vocabulary, a JSON list: term i is feature column i
     DIR/weights.safetensors  "idf" (V,), "coef" (1, V), "intercept" (1,), all float64
 
@@ -34,6 +35,7 @@ from omegaconf import DictConfig
 from fakenews_pl import temporaries
 from fakenews_pl.errors import ConfigError, UserError
 from fakenews_pl.hub import artifact
+from fakenews_pl.training.decision import Decision, TargetUnreachable, decide
 
 KIND = "tfidf_lr"  # `model.kind` of the baseline's config; the network's config has no `kind`
 FORMAT = "fakenews_pl.tfidf_baseline/1"
@@ -115,7 +117,8 @@ class BaselineConfig:
 
 class TfidfBaseline:
     """A fitted TF-IDF vectorizer and logistic regression with the class names (column 1 of
-    `predict_proba` is `class_names[1]`) and the decision `threshold` on its probability."""
+    `predict_proba` is `class_names[1]`) and the decision rule: class 1 where its probability
+    is above `threshold` (0.5, or the one the run chose: `decision`, as a `Classifier` has)."""
 
     def __init__(
         self,
@@ -124,7 +127,7 @@ class TfidfBaseline:
         class_names: Sequence[str],
         config: BaselineConfig,
         seed: int,
-        threshold: float = 0.5,
+        decision: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
         fit: dict[str, Any] | None = None,
     ) -> None:
@@ -133,7 +136,9 @@ class TfidfBaseline:
         self.class_names = [str(name) for name in class_names]
         self.config = config
         self.seed = seed
-        self.threshold = float(threshold)  # class 1 where P(class 1) > threshold
+        # {"threshold", "target", "chosen_on"} (`decision.Decision.as_dict()`).
+        self.decision = dict(decision or Decision().as_dict())
+        self.threshold = float(self.decision["threshold"])  # may be set; `save` keeps it
         self.data = dict(data or {})  # the training data's format and text column
         self.fit_info = dict(fit or {})  # iterations, whether lbfgs converged, the split
 
@@ -217,7 +222,7 @@ class TfidfBaseline:
                 "format": FORMAT,
                 "kind": KIND,
                 "class_names": self.class_names,
-                "threshold": self.threshold,
+                "decision": self._decision(),
                 "data": self.data,
                 "settings": self.config.to_dict(),
                 "seed": self.seed,
@@ -229,6 +234,12 @@ class TfidfBaseline:
             text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
             (tmp / MANIFEST).write_text(text, encoding="utf-8")
         return manifest
+
+    def _decision(self) -> dict[str, Any]:
+        """`decision`, or a plain threshold when `threshold` was set to another since."""
+        if self.threshold == self.decision["threshold"]:
+            return self.decision
+        return Decision(self.threshold).as_dict()
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> TfidfBaseline:
@@ -270,7 +281,7 @@ class TfidfBaseline:
             manifest["class_names"],
             config,
             manifest["seed"],
-            manifest["threshold"],
+            manifest["decision"],
             manifest.get("data"),
             manifest.get("fit"),
         )
@@ -297,7 +308,7 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
             f"{path}: its content hashes to {actual}, not the {BASELINE_SHA256} {recorded} "
             "recorded in it when it was saved; it was edited since (train the baseline again)"
         )
-    for key in ("class_names", "threshold", "settings", "seed", "sha256"):
+    for key in ("class_names", "decision", "settings", "seed", "sha256"):
         if key not in manifest:
             raise BaselineError(f"{path}: missing key {key!r}")
     return manifest
@@ -381,6 +392,9 @@ def train(
         for split in splits
     }
     out_dir = cfg.paths.output_dir
+    saved = Path(out_dir) / SAVE_DIR
+    chosen = _decide(cfg.get("decision"), datamodule, model, saved)
+    model.decision, model.threshold = chosen.as_dict(), chosen.threshold
     settings = config.to_dict()
     info = {
         "model": "TF-IDF + logistic regression (model=tfidf_lr)",
@@ -396,12 +410,30 @@ def train(
     }
     note = demo.NOTE if synthetic else None
     class_names = datamodule.class_names
-    metrics = reports.write_report(out_dir, predictions, class_names, [], info, note, splits)
-    saved = Path(out_dir) / SAVE_DIR
+    metrics = reports.write_report(
+        out_dir, predictions, class_names, [], info, note, splits, chosen.as_dict()
+    )
     model.save(saved)
     print(reports.end_of_run(metrics, class_names, out_dir, WEIGHTS), flush=True)
     write_run_info(out_dir, started, saved)
     return metrics, {"datamodule": datamodule, "model": model, "reported_model": model}
+
+
+def _decide(decision_cfg: Any, datamodule: Any, model: TfidfBaseline, saved: Path) -> Decision:
+    """The run's decision rule (`decision.decide`, as `pipeline.choose_decision` for a network):
+    fixed, or chosen on the validation split's probabilities as `predict_proba` gives them (so
+    that predict.py and serve.py label those rows as the choice counted them). A target out of
+    reach stops the run once the model is saved (as a network's checkpoint is kept)."""
+    val = None
+    if decision_cfg is not None and decision_cfg.get("target") is not None:
+        positive = model.predict_proba(datamodule.texts("val"))[:, 1].astype(np.float64)
+        val = (positive, datamodule.labels("val"))
+    val_is_test = datamodule.hparams.val_source == "test"
+    try:
+        return decide(decision_cfg, val, datamodule.class_names, val_is_test)
+    except TargetUnreachable:
+        model.save(saved)
+        raise
 
 
 def describe_fit(model: TfidfBaseline, datamodule: Any, seconds: float) -> str:
