@@ -3,6 +3,7 @@
 python predict.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt text="A headline"
 python predict.py ckpt_path=... input=new.csv output=scored.csv [text_column=title]
 python predict.py ckpt_path=exported/ text="A headline" explain=true   # a bundle; top tokens
+python predict.py ckpt_path=logs/train/runs/<run>/baseline text="A headline"  # model=tfidf_lr
 """
 
 import os
@@ -14,17 +15,17 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from fakenews_pl import errors, temporaries  # noqa: E402
-from fakenews_pl.serving.bundle import is_bundle  # noqa: E402
+from fakenews_pl.serving.predictors import is_model_dir, load_predictor  # noqa: E402
 from fakenews_pl.training import config  # noqa: E402
 
 
 def predict(cfg: DictConfig) -> list[str]:
     """Print the label and class probabilities of `cfg.text` (with `explain`, its most
     influential tokens), or score `cfg.input`."""
-    config.check_predict_config(cfg, is_bundle)
-    from fakenews_pl.serving.classifier import Classifier, alike_notes, format_effects
+    config.check_predict_config(cfg, is_model_dir)
+    from fakenews_pl.serving.classifier import alike_notes, format_effects
 
-    clf = Classifier.load(cfg.ckpt_path, cfg.device)
+    clf = load_predictor(cfg.ckpt_path, cfg.device)  # a saved baseline: text=... only
     if cfg.output:  # the model's own files, known once it is loaded
         temporaries.refuse_input_as_output(cfg.output, [clf.embedding.meta["path"]], "output")
     if cfg.text is not None:

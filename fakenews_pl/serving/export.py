@@ -22,6 +22,7 @@ from typing import Any
 from fakenews_pl.errors import UserError
 from fakenews_pl.serving.bundle import BUNDLE_FILE
 from fakenews_pl.serving.classifier import Classifier
+from fakenews_pl.training import baseline
 
 # Beside a tfhub or keras export (fakenews_pl.hub.tfhub_export writes it).
 EXPORT_INFO = "fakenews_pl_export.json"
@@ -131,6 +132,12 @@ def export(
         others = [path for other, path in outputs.items() if other != name]
         refuse_overlap(labels[name], out, [source, *others])
         check_output(labels[name], out, FORMATS[name].marker, overwrite)
+    if baseline.is_baseline_dir(source):
+        raise UserError(
+            f"{source}: a saved TF-IDF baseline is self-contained already (predict.py and "
+            "serve.py load it as it is; copy the directory to move it): export_model.py "
+            "exports the network's checkpoints"
+        )
     if not (source.is_file() or (source / BUNDLE_FILE).is_file()):
         raise UserError(f"{source}: expected a checkpoint file or an exported bundle")
     clf = Classifier.load(source)

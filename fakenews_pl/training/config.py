@@ -17,7 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from fakenews_pl import temporaries
 from fakenews_pl.errors import REPLACED_KEYS, ConfigError
 from fakenews_pl.nn.optim import OPTIMIZERS, TABLE_OPTIMIZERS
-from fakenews_pl.training import decision
+from fakenews_pl.training import baseline, decision
 
 
 def run_suffix() -> str:
@@ -114,6 +114,58 @@ def check_model(cfg: DictConfig) -> None:
     _check(cfg, "model.optimizer", lambda v: v in OPTIMIZERS, _one_of(OPTIMIZERS))
     _check(cfg, "model.lr", lambda v: is_number(v) and v > 0, "a learning rate > 0")
     _check(cfg, "model.adam_eps", lambda v: is_number(v) and v > 0, "an epsilon > 0")
+
+
+def check_baseline(cfg: DictConfig) -> None:
+    """`model=tfidf_lr`: its settings (conf/model/tfidf_lr.yaml), and no `trainable=true` (there
+    is no table to fine-tune) nor `ckpt_path` (one fit: nothing to resume). A `model.kind` that
+    names no model is refused too."""
+    _check(cfg, "model.kind", lambda v: v == baseline.KIND, f"{baseline.KIND} (model=tfidf_lr)")
+    if not baseline.is_baseline(cfg.model):
+        return
+    keys = ("kind", *baseline.VECTORIZER_KEYS, *baseline.REGRESSION_KEYS)
+    for key in cfg.model:
+        if key not in keys:  # e.g. an experiment's model.optimizer: not the baseline's
+            raise ConfigError(
+                f"model.{key}: not a setting of the TF-IDF baseline (model=tfidf_lr takes "
+                + ", ".join(f"model.{k}" for k in keys)
+                + ")"
+            )
+    _check(
+        cfg,
+        "model.ngram_range",
+        lambda v: len(v) == 2 and all(is_int(n) for n in v) and 1 <= v[0] <= v[1],
+        "[min, max] n-gram sizes with 1 <= min <= max, e.g. [1,1] or [1,2]",
+    )
+    _check(
+        cfg,
+        "model.min_df",
+        lambda v: (is_int(v) and v >= 1) or (isinstance(v, float) and 0 < v <= 1),
+        "a document count >= 1 (an int) or a fraction in (0, 1] (a float)",
+    )
+    _check(
+        cfg,
+        "model.max_features",
+        lambda v: v is None or (is_int(v) and v >= 1),
+        "a term count >= 1, or null (all)",
+    )
+    for key in ("model.sublinear_tf", "model.lowercase"):
+        _check(cfg, key, lambda v: isinstance(v, bool), "true or false")
+    _check(cfg, "model.C", lambda v: is_number(v) and v > 0, "an inverse regularization > 0")
+    _check(cfg, "model.max_iter", lambda v: is_int(v) and v >= 1, "an iteration count >= 1")
+    _check(cfg, "model.class_weight", lambda v: v in (None, "balanced"), "null or balanced")
+    _check(
+        cfg,
+        "trainable",
+        lambda v: v is False,
+        "false with model=tfidf_lr (the TF-IDF baseline has no embedding table to fine-tune)",
+    )
+    _check(
+        cfg,
+        "ckpt_path",
+        lambda v: v is None,
+        "null with model=tfidf_lr (the baseline is one fit: there is nothing to resume)",
+    )
 
 
 def _one_of(choices: tuple[str, ...]) -> str:
@@ -221,6 +273,7 @@ def check_train_config(cfg: DictConfig, multirun: bool | None = None) -> None:
     """Everything `train.py` reads, before it writes or reads anything."""
     check_finite(cfg)
     check_model(cfg)
+    check_baseline(cfg)
     check_data(cfg)
     check_trainer(cfg)
     check_multirun_strategy(cfg, in_multirun() if multirun is None else multirun)
@@ -257,6 +310,10 @@ def check_predict_config(cfg: DictConfig, is_model_dir: Callable[[str], bool]) -
     _check(cfg, "chunk_rows", lambda v: is_int(v) and v >= 1, "a row count >= 1")
     _check(cfg, "format", lambda v: v in (None, "notebook", "csv"), "notebook, csv or null")
     check_checkpoint_and_device(cfg, is_model_dir)
+    if baseline.is_baseline_dir(cfg.ckpt_path):  # labels and probabilities of text=... only
+        what = "with a saved TF-IDF baseline"
+        _require(not cfg.explain, "explain", cfg.explain, f"false {what} (it does not explain)")
+        _require(cfg.input is None, "input", cfg.input, f"null {what}: give it text=...")
     if cfg.input is None:
         return
     _require(Path(cfg.input).is_file(), "input", cfg.input, "a CSV file (.csv or .csv.gz)")
@@ -281,7 +338,7 @@ def check_checkpoint_and_device(
     bundles = is_model_dir is not None
     ok = ckpt is not None and (Path(ckpt).is_file() or bundles and is_model_dir(ckpt))
     expected = "a checkpoint file" + (
-        " or a directory from scripts/export_model.py" if bundles else ""
+        " or a directory from scripts/export_model.py (or a run's baseline/)" if bundles else ""
     )
     _require(ok, "ckpt_path", ckpt, expected)
     device = cfg.get("device", "cpu")

@@ -26,7 +26,7 @@ from fakenews_pl.data.datamodule import FakeNewsDataModule
 from fakenews_pl.errors import ConfigError, MissingInputError, UserError
 from fakenews_pl.hub import artifact
 from fakenews_pl.hub.convert import HUB_MODULES
-from fakenews_pl.training import checkpoints, decision, reports
+from fakenews_pl.training import baseline, checkpoints, decision, reports
 from fakenews_pl.training.model import FakeNewsClassifier, check_strategy
 
 # Batches are slices of in-memory arrays: worker processes would only add pickling.
@@ -84,8 +84,12 @@ def clean_stale_temporaries(cfg: DictConfig) -> None:
 
 def prepare_demo(cfg: DictConfig) -> bool:
     """Write the demo inputs the run selects (embedding=demo, data=demo) where missing;
-    whether the run reads any synthetic input."""
-    return demo.prepare(cfg.paths.demo_dir, [cfg.embedding.path, *data_files(cfg.data)])
+    whether the run reads any synthetic input (model=tfidf_lr reads no embedding vectors: the
+    embedding only tokenizes its data module's cache)."""
+    synthetic = demo.prepare(cfg.paths.demo_dir, [cfg.embedding.path, *data_files(cfg.data)])
+    if baseline.is_baseline(cfg.model):
+        return demo.uses_demo(cfg.paths.demo_dir, data_files(cfg.data))
+    return synthetic
 
 
 def ensure_embedding(cfg: DictConfig) -> str:
@@ -434,6 +438,8 @@ def train(
         rank_zero_info(f"SYNTHETIC DEMO DATA: {demo.NOTE}")
     embedding_path = ensure_embedding(cfg.embedding)
     datamodule = build_datamodule(cfg.data, embedding_path)
+    if baseline.is_baseline(cfg.model):  # model=tfidf_lr: the same rows, no Trainer, no epochs
+        return baseline.train(cfg, datamodule, synthetic, started, info, report_val)
     model = build_model(cfg.model, datamodule)
     ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path is not None:  # before the Trainer: a refusal is the only line printed

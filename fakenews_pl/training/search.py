@@ -50,7 +50,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 
 from fakenews_pl import temporaries
 from fakenews_pl.errors import ConfigError, UserError
-from fakenews_pl.training import config, pipeline, summary
+from fakenews_pl.training import baseline, config, pipeline, summary
 
 log = logging.getLogger(__name__)
 
@@ -440,8 +440,21 @@ def check_search_config(cfg: DictConfig) -> None:
         raise ConfigError(f"search.max_failed_trials={max_failed}: expected a count >= 0 or null")
     check_space(s.space)
     for key in s.space:
-        if OmegaConf.select(cfg, key, default=KeyError) is KeyError:
+        node = OmegaConf.select(cfg, key, default=KeyError)
+        if node is KeyError:
             raise ConfigError(f"search.space.{key}: no such key in the training config")
+        if isinstance(node, DictConfig):  # e.g. `model`: a trial sets values, not groups
+            raise ConfigError(
+                f"search.space.{key}: a config group or node, which a trial cannot choose; "
+                f"choose it on the command line (python search.py {key}=...) and search its "
+                f"keys ({key}.<key>)"
+            )
+    if baseline.is_baseline(cfg.model) and s.metric.startswith(("val/best_", "fit/")):
+        raise ConfigError(
+            f"search.metric={s.metric}: model=tfidf_lr is one fit, without epochs, so its "
+            "metrics.json has no such key; score its trials by optimized_metric=val/loss or "
+            "another val/ key"
+        )
     config.check_train_config(cfg)
 
 
