@@ -75,7 +75,8 @@ def test_predict_py_prints_the_label_and_probabilities(run: dict, cli_overrides,
     clf = Classifier.load(run["ckpt"])
     (p,) = clf.predict_proba(["Ava Marlow is feuding"])
     line = proc.stdout.strip().splitlines()[-1]
-    assert line == f"{clf.predict(['Ava Marlow is feuding'])[0]} (Fake {p[0]:.4f}, True {p[1]:.4f})"
+    label = clf.predict(["Ava Marlow is feuding"])[0]
+    assert line == f"{label} (Fake {p[0]:.4f}, True {p[1]:.4f}; True when P(True) > 0.5000)"
     bad = subprocess.run(
         [sys.executable, "predict.py", f"ckpt_path={run['ckpt']}", *cli_overrides(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
