@@ -12,7 +12,8 @@ process as a user types it, one after the other in this script:
 1. `cell=` the eight embedding models only (the grid as it was before the baseline), one seed;
 2. the grid as it is (the baseline + the eight), one seed: its wall time against sweep 1's
    (target: within 10%), and the baseline's own row;
-3. the grid x `seed=42,43,44` x `decision.target="recall_Fake>=0.90"`: its summary.md per-model
+3. the grid x `seed=42,43,44` x `decision.target="recall_0>=0.90"` (class 0 is Fake in the
+   split's 0/1 labels): its summary.md per-model
    table (mean ± standard deviation over seeds, the within-noise marks, each run's threshold)
    checked figure by figure against the runs' own metrics.json.
 
@@ -39,7 +40,9 @@ NEURAL = [
     f"{e}_{t}" for e in ("gnews20", "nnlm50", "nnlm128", "wiki250") for t in ("frozen", "finetune")
 ]
 SEEDS = "42,43,44"
-TARGET = "recall_Fake>=0.90"
+# The parity split's labels are 0/1 (`data.label_names=[0,1]`): class "0" is Fake.
+FAKE = "0"
+TARGET = f"recall_{FAKE}>=0.90"
 WALL_SHARE = 0.10
 
 
@@ -76,10 +79,10 @@ def check_seed_summary(sweep: Path) -> list[tuple[str, bool]]:
         checks.append((f"{cell}: {len(runs)} seeds, mean test accuracy {expected}",
                        len(runs) == 3 and expected in cells))  # fmt: skip
         thresholds = [r["decision/threshold"] for r in runs]
-        recall = [r["test/recall_Fake"] for r in runs]
+        recall = [r[f"test/recall_{FAKE}"] for r in runs]
         print(
             f"  {cell:<18} test acc {expected}  F1 Fake "
-            f"{np.mean([r['test/f1_Fake'] for r in runs]):.4f}  recall Fake at threshold "
+            f"{np.mean([r[f'test/f1_{FAKE}'] for r in runs]):.4f}  recall Fake at threshold "
             f"{np.mean(recall):.4f} ± {np.std(recall, ddof=1):.4f}  thresholds "
             f"{', '.join(f'{t:.3f}' for t in thresholds)}"
         )
@@ -113,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{nine['load'][0]:.2f}->{nine['load'][1]:.2f}): {100 * share:+.1f}%; the baseline "
             f"run {baseline.get('wall_s', math.nan):.1f} s, test accuracy "
             f"{baseline.get('test/accuracy', math.nan):.4f}, F1 Fake "
-            f"{baseline.get('test/f1_Fake', math.nan):.4f}, recall Fake "
-            f"{baseline.get('test/recall_Fake', math.nan):.4f}"
+            f"{baseline.get(f'test/f1_{FAKE}', math.nan):.4f}, recall Fake "
+            f"{baseline.get(f'test/recall_{FAKE}', math.nan):.4f}"
         )
         checks.append(
             (f"9 runs finished ({nine['rc']})", len(nine["runs"]) == 9 and nine["rc"] == 0)
