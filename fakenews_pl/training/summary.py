@@ -361,10 +361,10 @@ def over_seeds(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame | No
     return table.drop(columns="_by_seed").iloc[order].reset_index(drop=True)
 
 
-def _spread(mean: float, std: float) -> str:
+def _spread(mean: float, std: float, places: int = 4) -> str:
     if math.isnan(mean):
         return ""
-    return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
+    return f"{mean:.{places}f}" if math.isnan(std) else f"{mean:.{places}f} ± {std:.{places}f}"
 
 
 def seed_lines(table: pd.DataFrame, frame: pd.DataFrame, metric: str, mode: str) -> list[str]:
@@ -398,7 +398,8 @@ def seed_lines(table: pd.DataFrame, frame: pd.DataFrame, metric: str, mode: str)
         mark = "best" if record["best"] else "within noise" if record["within_noise"] else ""
         cells = [record["model"] + (" (baseline)" if record["baseline"] else ""),
                  str(int(record["seeds"]))]  # fmt: skip
-        cells += [_spread(record[f"{c} mean"], record[f"{c} std"]) for _, c in headings]
+        cells += [_spread(record[f"{c} mean"], record[f"{c} std"], 1 if c == "fit/epochs" else 4)
+                  for _, c in headings]  # fmt: skip
         rows.append(cells + [mark])
         bold.append(bool(record["best"]))
     columns = ["model", "seeds", *(f"`{h}`" if h == metric else h for h, _ in headings), ""]
