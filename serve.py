@@ -36,7 +36,7 @@ def serve(cfg: DictConfig) -> None:
     predictor = load_predictor(cfg.ckpt_path, cfg.device, threads=cfg.threads)
     # The model's file or directory name: /health tells a client which model, not local paths.
     name = Path(str(cfg.ckpt_path)).name
-    app = server.create_app(predictor, model_name=name, **settings)
+    app = server.create_app(predictor, model_name=name, access_log=cfg.access_log, **settings)
     server.serve(
         app, cfg.host, cfg.port, access_log=cfg.access_log, shutdown_grace_s=cfg.shutdown_grace_s
     )

@@ -35,6 +35,7 @@ import time
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -48,6 +49,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fakenews_pl.errors import ConfigError
+from fakenews_pl.serving import observe, v2
 
 # The defaults of conf/serve.yaml. 1 MiB holds 256 texts of 4,000 characters (~3.8 KiB each).
 # max_explain_work: token-vector additions an explanation may cost (`Classifier.explain_cost`:
@@ -128,9 +130,12 @@ def create_app(
     request_timeout_s: float = REQUEST_TIMEOUT_S,
     allowed_hosts: list[str] | None = None,
     model_name: str | None = None,
+    access_log: bool = True,
 ) -> FastAPI:
     """The FastAPI app serving `predictor` (see the module docstring), with its limits.
-    `allowed_hosts`: the Host header names it answers (any port; None or "*": any)."""
+    `allowed_hosts`: the Host header names it answers (any port; None or "*": any).
+    `access_log`: one JSON line per request (`fakenews_pl.serving.observe`); `GET /metrics`
+    and the Open Inference Protocol's `/v2` routes (`fakenews_pl.serving.v2`) are served too."""
     limits = {
         "max_texts": max_texts,
         "max_body_bytes": max_body_bytes,
@@ -166,6 +171,13 @@ def create_app(
     app.state.predictor = predictor
     app.state.stop_at = None  # set by `serve` on SIGTERM: the end of the shutdown grace
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    decision = getattr(predictor, "decision", None)
+    embedding = getattr(getattr(predictor, "embedding", None), "meta", {}).get("path")
+    metrics = observe.Metrics(
+        health["model"], class_names, decision["threshold"] if decision else None,
+        Path(embedding).name if embedding else "",
+    )  # fmt: skip
+    app.add_middleware(observe.Observe, metrics=metrics, access_log=access_log)
     if allowed_hosts is not None and "*" not in allowed_hosts:
         app.add_middleware(HostAllowList, hosts=allowed_hosts)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -254,6 +266,8 @@ def create_app(
             for prediction in answer["predictions"]:
                 prediction["explanation"] = None
         return JSONResponse(answer)
+
+    v2.add_routes(app, health["model"], class_names, respond, max_texts, max_text_chars)
 
     @app.get("/health")
     async def get_health() -> JSONResponse:
@@ -507,7 +521,8 @@ def serve(
     **settings: Any,
 ) -> None:
     """Serve an app, or a predictor (wrapped by `create_app(predictor, **settings)`, whose
-    `allowed_hosts` default to `default_allowed_hosts(host)`), on host:port until SIGTERM or
+    `allowed_hosts` default to `default_allowed_hosts(host)`; `access_log` is the app's JSON
+    log: an app passed in has its own), on host:port until SIGTERM or
     Ctrl-C; then the requests in flight get `shutdown_grace_s` to finish (those still running
     get a JSON 503), the port is released and this returns. A port that cannot be bound is a
     `ConfigError`. Port 0 takes a free one; the line `serving ... on http://HOST:PORT` names
@@ -517,6 +532,7 @@ def serve(
         app = app_or_predictor
     else:
         settings.setdefault("allowed_hosts", default_allowed_hosts(host))
+        settings.setdefault("access_log", access_log)
         app = create_app(app_or_predictor, model_name=model_name, **settings)
     import uvicorn
 
@@ -550,7 +566,7 @@ def serve(
         uvicorn.Config(
             app,
             log_level=log_level,
-            access_log=access_log,
+            access_log=False,  # the app logs each request as JSON itself (observe.Observe)
             lifespan="off",
             timeout_graceful_shutdown=shutdown_grace_s,
         )

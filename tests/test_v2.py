@@ -1,0 +1,116 @@
+"""The Open Inference Protocol routes (fakenews_pl/serving/v2.py), through `tritonclient.http`:
+a client written by others, against a real server on a free port of 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+from fakenews_pl import Classifier
+from fakenews_pl.serving.server import create_app
+
+httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is not installed")
+uvicorn = pytest.importorskip("uvicorn")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(trained_run: dict) -> Iterator[dict]:
+    """The session's tiny run served in this process (a uvicorn thread)."""
+    classifier = Classifier.load(trained_run["ckpt"])
+    app = create_app(classifier, model_name="fakenews", access_log=False)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    texts = trained_run["datamodule"].texts("test")[:7].tolist()
+    yield {"url": f"127.0.0.1:{port}", "classifier": classifier, "texts": texts}
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _infer(client, texts: list[str], outputs=("probabilities", "label")):
+    tensor = httpclient.InferInput("text", [len(texts)], "BYTES")
+    tensor.set_data_from_numpy(np.array(texts, dtype=object), binary_data=False)
+    wanted = [httpclient.InferRequestedOutput(name, binary_data=False) for name in outputs]
+    return client.infer("fakenews", [tensor], outputs=wanted, request_id="r-1")
+
+
+def test_tritonclient_infers_what_predict_answers_bit_for_bit(served: dict) -> None:
+    client = httpclient.InferenceServerClient(served["url"])
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("fakenews")
+    meta = client.get_model_metadata("fakenews")
+    assert [(t["name"], t["datatype"], t["shape"]) for t in meta["inputs"]] == [
+        ("text", "BYTES", [-1])
+    ]
+    assert [(t["name"], t["datatype"], t["shape"]) for t in meta["outputs"]] == [
+        ("probabilities", "FP32", [-1, 2]), ("label", "BYTES", [-1]),
+    ]  # fmt: skip
+    result = _infer(client, served["texts"])
+    probabilities = result.as_numpy("probabilities")
+    assert probabilities.dtype == np.float32 and probabilities.shape == (7, 2)
+    predicted = httpx.post(f"http://{served['url']}/predict", json={"texts": served["texts"]})
+    expected = np.array(
+        [
+            [p["probabilities"][c] for c in ("Fake", "True")]
+            for p in predicted.json()["predictions"]
+        ],
+        dtype=np.float32,
+    )
+    assert np.array_equal(probabilities, expected)  # the same float32 values
+    labels = [str(label) for label in result.as_numpy("label")]  # JSON strings
+    assert labels == served["classifier"].predict(served["texts"])
+    assert result.get_response()["id"] == "r-1"
+    only = _infer(client, served["texts"][:2], outputs=("label",))
+    assert only.as_numpy("probabilities") is None and len(only.as_numpy("label")) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"inputs": []}, 400, "inputs: expected one tensor named 'text'"),
+        ({"inputs": [{"name": "txt", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}, 400,
+         "inputs[0].name: expected 'text', got 'txt'"),
+        ({"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]}, 400,
+         "inputs[0].datatype: expected BYTES, got 'FP32'"),
+        ({"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]}, 400,
+         "inputs[0].shape: [2], expected [1] for its data"),
+        ({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [3]}]}, 400,
+         "inputs[0].data: expected a list of strings"),
+        ({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+          "outputs": [{"name": "logits"}]}, 400, "outputs: 'logits' is not an output"),
+    ],
+)  # fmt: skip
+def test_bad_tensors_get_the_protocols_error_object(
+    served: dict, body: dict, status: int, message: str
+) -> None:
+    answer = httpx.post(f"http://{served['url']}/v2/models/fakenews/infer", json=body)
+    assert answer.status_code == status
+    assert answer.json()["error"].startswith(message)
+    client = httpclient.InferenceServerClient(served["url"])
+    with pytest.raises(Exception, match="not served here; this server serves 'fakenews'"):
+        client.get_model_metadata("other")
+
+
+def test_binary_tensors_are_refused_in_one_line(served: dict) -> None:
+    client = httpclient.InferenceServerClient(served["url"])
+    tensor = httpclient.InferInput("text", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array(["a"], dtype=object), binary_data=True)
+    with pytest.raises(Exception, match="binary tensor data is not served"):
+        client.infer("fakenews", [tensor])
