@@ -99,7 +99,22 @@ def test_a_run_that_fails_is_a_failed_mlflow_run_with_its_error(compose_train, t
         pipeline.train(cfg)
     (run,) = _runs(_client(tmp_path))
     assert run.info.status == "FAILED"
-    assert str(missing) in run.data.tags["error"] and run.data.params["data.train_csv"]
+    assert run.data.tags["error"] == f"{missing}: no such data file"
+    assert run.data.params["data.train_csv"] == str(missing)
+
+
+def test_a_pruned_trial_is_killed_not_failed(compose_train, tmp_path: Path) -> None:
+    class TrialPruned(Exception):  # Optuna's, by name: tracking does not import optuna
+        pass
+
+    cfg = compose_train(tmp_path, "logger=mlflow")
+    run = tracking.TrackedRun(cfg, {"search trial": 3})
+    assert run.cfg.logger.mlflow.run_id == run.run_id  # Lightning's logger writes into it
+    run.fail(TrialPruned("pruned at epoch 2: val/loss=0.7"))
+    (logged,) = _runs(_client(tmp_path))
+    assert logged.info.status == "KILLED" and logged.info.run_name == "trial 3"
+    assert logged.data.tags["stopped"] == "pruned at epoch 2: val/loss=0.7"
+    assert "error" not in logged.data.tags and logged.data.tags["trial"] == "3"
 
 
 def test_logger_mlflow_without_the_extra_is_refused_in_one_line(

@@ -371,14 +371,19 @@ class TrackedRun:
         self.client.set_terminated(self.run_id, "FINISHED")
 
     def fail(self, exc: BaseException) -> None:
-        """The run raised: its params, the error as tag `error`, FAILED. Never raises (the
-        run's own error is the one to see)."""
+        """The run raised: its params, the error as tag `error` and FAILED; a search trial
+        the pruner stopped (Optuna's `TrialPruned`) or an interrupt is KILLED, its reason
+        as tag `stopped`. Never raises (the run's own error is the one to see)."""
+        stopped = isinstance(exc, KeyboardInterrupt) or any(
+            cls.__name__ == "TrialPruned" for cls in type(exc).__mro__
+        )
         with contextlib.suppress(Exception):
             limit = _limit("MAX_TAG_VAL_LENGTH", 5000)
-            self.client.set_tag(self.run_id, "error", _cut(one_line(exc), limit))
+            reason = _cut(one_line(exc).removeprefix("error: "), limit)
+            self.client.set_tag(self.run_id, "stopped" if stopped else "error", reason)
             self.log_params()
         with contextlib.suppress(Exception):
-            self.client.set_terminated(self.run_id, "FAILED")
+            self.client.set_terminated(self.run_id, "KILLED" if stopped else "FAILED")
 
 
 def tracked(train: Callable[..., tuple[dict[str, Any], dict[str, Any]]]) -> Callable[..., Any]:
