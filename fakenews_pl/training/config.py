@@ -17,7 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from fakenews_pl import temporaries
 from fakenews_pl.errors import REPLACED_KEYS, ConfigError
 from fakenews_pl.nn.optim import OPTIMIZERS, TABLE_OPTIMIZERS
-from fakenews_pl.training import baseline, decision
+from fakenews_pl.training import baseline, decision, tracking
 
 
 def run_suffix() -> str:
@@ -271,6 +271,7 @@ def check_multirun_strategy(cfg: DictConfig, multirun: bool) -> None:
 
 def check_train_config(cfg: DictConfig, multirun: bool | None = None) -> None:
     """Everything `train.py` reads, before it writes or reads anything."""
+    tracking.check_config(cfg)
     check_finite(cfg)
     check_model(cfg)
     check_baseline(cfg)

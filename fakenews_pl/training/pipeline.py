@@ -26,7 +26,7 @@ from fakenews_pl.data.datamodule import FakeNewsDataModule
 from fakenews_pl.errors import ConfigError, MissingInputError, UserError
 from fakenews_pl.hub import artifact
 from fakenews_pl.hub.convert import HUB_MODULES
-from fakenews_pl.training import baseline, checkpoints, decision, reports
+from fakenews_pl.training import baseline, checkpoints, decision, reports, tracking
 from fakenews_pl.training.model import FakeNewsClassifier, check_strategy
 
 # Batches are slices of in-memory arrays: worker processes would only add pickling.
@@ -418,6 +418,7 @@ def reported_weights(metrics: dict[str, Any], report_on: str) -> str:
     return f"the last epoch's, epoch {metrics['fit/epochs']} (report_on=last, as the notebook)"
 
 
+@tracking.tracked
 def train(
     cfg: DictConfig,
     callbacks: Sequence[Callback] = (),

@@ -50,7 +50,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 
 from fakenews_pl import temporaries
 from fakenews_pl.errors import ConfigError, UserError
-from fakenews_pl.training import baseline, config, pipeline, summary
+from fakenews_pl.training import baseline, config, pipeline, summary, tracking
 
 log = logging.getLogger(__name__)
 
@@ -509,6 +509,7 @@ def run_search(
     pipeline.clean_stale_temporaries(cfg)
     with only_search(sweep_dir):
         study = open_study(cfg, sweep_dir, pruner)
+        tracking.start_sweep(cfg, sweep_dir, "search", base_overrides or [])  # trials: children
         trials_dir = sweep_dir / "trials"
         if not study.trials and trials_dir.is_dir() and any(trials_dir.iterdir()):
             raise UserError(
@@ -536,6 +537,7 @@ def run_search(
             sweep_dir, sweep_dir / "trials", metric=s.metric, mode=DIRECTIONS[s.direction]
         )
         command = write_best(study, sweep_dir, base_overrides or [])
+        tracking.end_sweep(sweep_dir)
     failed = failed_trials(study) - failed_before
     if command is None:
         raise SearchFailed(

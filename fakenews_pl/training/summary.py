@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 
 from fakenews_pl import temporaries
 from fakenews_pl.errors import UserError
+from fakenews_pl.training import tracking
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -657,7 +658,8 @@ def missing_embeddings(config: DictConfig) -> list[tuple[str, Path]]:
 class SweepCallback(Callback):
     """Hydra callback (conf/hydra/default.yaml): before a multirun, every embedding it names
     must be converted (one line naming each missing one and its command, exit status 2, no
-    run started); after it, the summary files."""
+    run started); after it, the summary files. With `logger=mlflow`, the multirun is an
+    MLflow parent run, its jobs children, and the summary files its artifacts (`tracking`)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Refuse a sweep over embeddings that are not converted, before any training."""
@@ -671,6 +673,7 @@ class SweepCallback(Callback):
                 file=sys.stderr,
             )
             sys.exit(2)
+        tracking.start_multirun(config)  # with logger=mlflow: the sweep's parent run
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Summarise the sweep directory by the metric the sweep optimizes."""
@@ -684,3 +687,4 @@ class SweepCallback(Callback):
             print(f"error: optimized_metric={metric}: {e}", file=sys.stderr, flush=True)
             line = write_summary(sweep_dir, metric=metric, strict=False)
         print(f"Sweep summary written to {sweep_dir} ({line}): {', '.join(SUMMARY_FILES)}")
+        tracking.end_sweep(sweep_dir)  # the summary, to the sweep's MLflow run
