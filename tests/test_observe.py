@@ -56,7 +56,8 @@ def test_metrics_count_what_was_served(app, trained_run: dict) -> None:
     assert delta("fakenews_texts_per_request_count", route="/predict") == 2  # the 422 had none
     assert delta("fakenews_texts_per_request_sum", route="/predict") == 6
     assert delta("fakenews_request_seconds_count", route="/predict") == 3
-    assert after[("fakenews_requests_in_flight", ())] == 0
+    assert after[("fakenews_requests_in_flight", ())] == 1  # the scrape itself
+    assert delta("fakenews_requests_total", route="/metrics", method="GET", status="200") == 1
     info = [k for k in after if k[0] == "fakenews_model_info"]
     assert len(info) == 1 and dict(info[0][1])["threshold"] == "0.5"
     assert dict(info[0][1])["name"] == "demo" and dict(info[0][1])["class_names"] == "Fake,True"

@@ -323,7 +323,9 @@ def test_unknown_routes_and_methods_are_json_errors(client: httpx.Client) -> Non
     missing = client.get("/predictions")
     assert missing.status_code == 404
     assert missing.json()["error"] == (
-        "GET /predictions: no such route; the routes are POST /predict, GET /health, GET /"
+        "GET /predictions: no such route; the routes are POST /predict, GET /v2/health/live, "
+        "GET /v2/health/ready, GET /v2, GET /v2/models/{model}, GET /v2/models/{model}/ready, "
+        "POST /v2/models/{model}/infer, GET /metrics, GET /health, GET /"
     )
     for schema in ("/openapi.json", "/docs", "/redoc"):  # every route served is listed
         assert client.get(schema).status_code == 404

@@ -33,6 +33,7 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ACCESS_LOGGER = "fakenews_pl.access"
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # what GET /metrics answers with
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 TEXT_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -119,12 +120,9 @@ class Observe:
         self.logger = logging.getLogger(ACCESS_LOGGER)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer `/metrics` here; pass anything else on, measuring it."""
+        """Pass one request on, measuring it."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        if scope["path"] == "/metrics" and scope["method"] == "GET":
-            await self._metrics(send)
             return
         started = time.perf_counter()
         rid = request_id(dict(scope["headers"]).get(b"x-request-id"))
@@ -166,10 +164,3 @@ class Observe:
                 "request_id": rid,
             }  # fmt: skip
             self.logger.info(json.dumps(line))
-
-    async def _metrics(self, send: Send) -> None:
-        payload = self.metrics.exposition()
-        headers = [(b"content-type", CONTENT_TYPE_LATEST.encode()),
-                   (b"content-length", str(len(payload)).encode())]  # fmt: skip
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})

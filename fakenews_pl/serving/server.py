@@ -42,7 +42,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, create_model
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
@@ -268,6 +268,11 @@ def create_app(
         return JSONResponse(answer)
 
     v2.add_routes(app, health["model"], class_names, respond, max_texts, max_text_chars)
+
+    @app.get("/metrics")
+    async def get_metrics() -> Response:
+        """Prometheus metrics (`observe.Metrics`), in its text format."""
+        return Response(metrics.exposition(), media_type=observe.CONTENT_TYPE)
 
     @app.get("/health")
     async def get_health() -> JSONResponse:
