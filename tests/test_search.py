@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from optuna.trial import TrialState
 
 from fakenews_pl import temporaries
@@ -579,3 +579,14 @@ def test_a_storage_that_cannot_be_opened_is_one_line(compose_train, tmp_path) ->
     with pytest.raises(search.UserError, match=r"u:\*\*\*@127.0.0.1:1/db: cannot open") as e:
         search.open_storage(cfg, tmp_path)
     assert "secret" not in str(e.value)
+
+
+def test_a_search_space_file_without_worker_settings_takes_the_defaults(
+    compose_train, tmp_path
+) -> None:
+    cfg = _search_cfg(compose_train, tmp_path)
+    with open_dict(cfg):
+        for key in search.WORKER_DEFAULTS:
+            del cfg.search[key]
+    search.check_search_config(cfg)
+    assert search.is_journal(cfg) and search.setting(cfg, "grace_period") == 180

@@ -94,6 +94,8 @@ HEARTBEAT = "heartbeat"
 # Study attribute: the trials (number, state) the summary files were last written from.
 SUMMARIZED = "summarized"
 POLL_S = 1.0  # how often a waiting worker looks at the study again
+# The worker settings of `search`, for a search space file written before they existed.
+WORKER_DEFAULTS = {"storage": None, "workers": 1, "heartbeat_interval": 60, "grace_period": 180}
 MAX_DISCARDED = 100  # duplicates in a row before a worker gives up on its sampler
 DIRECTIONS = {"minimize": "min", "maximize": "max"}
 PARAM_TYPES = ("float", "int", "categorical")
@@ -361,16 +363,22 @@ def _one_line(exc: BaseException) -> str:
 # ------------------------------------------------------------------ the study
 
 
+def setting(cfg: DictConfig, key: str) -> Any:
+    """`search.<key>` of the worker settings, or its default where the search space file
+    predates it."""
+    return cfg.search.get(key, WORKER_DEFAULTS[key])
+
+
 def is_journal(cfg: DictConfig) -> bool:
     """Whether the study is SWEEP_DIR's journal file (`search.storage` null) or a database."""
-    return not cfg.search.get("storage")
+    return not setting(cfg, "storage")
 
 
 def open_storage(cfg: DictConfig, sweep_dir: Path) -> optuna.storages.BaseStorage:
     """The journal file in `sweep_dir`, or the database `search.storage` names, with Optuna's
     heartbeat: a trial whose worker stopped beating for `search.grace_period` seconds is failed
     and its values queued again (`requeue`)."""
-    s = cfg.search
+    url = setting(cfg, "storage")
     if is_journal(cfg):
         backend = optuna.storages.journal.JournalFileBackend(str(sweep_dir / JOURNAL_FILE))
         return optuna.storages.JournalStorage(backend)
@@ -382,24 +390,24 @@ def open_storage(cfg: DictConfig, sweep_dir: Path) -> optuna.storages.BaseStorag
         from sqlalchemy.exc import IntegrityError, ProgrammingError
     except ImportError as e:
         raise UserError(
-            f"search.storage={_redacted(s.storage)}: {_one_line(e)} (pip install -e "
+            f"search.storage={_redacted(url)}: {_one_line(e)} (pip install -e "
             '".[sweep]" brings SQLAlchemy and psycopg)'
         ) from None
     for attempt in range(6):  # workers starting together race creating the tables: again
         try:
             return optuna.storages.RDBStorage(
-                s.storage,
-                heartbeat_interval=int(s.heartbeat_interval),
-                grace_period=int(s.grace_period),
+                url,
+                heartbeat_interval=int(setting(cfg, "heartbeat_interval")),
+                grace_period=int(setting(cfg, "grace_period")),
                 heartbeat_stale_trial_callback=retry,
             )
         except (IntegrityError, ProgrammingError) as e:
             if attempt == 5:
-                raise UserError(f"search.storage={_redacted(s.storage)}: {_one_line(e)}") from None
+                raise UserError(f"search.storage={_redacted(url)}: {_one_line(e)}") from None
             time.sleep(0.2 * (attempt + 1))
         except Exception as e:  # a bad URL, a missing driver, a server that does not answer
             raise UserError(
-                f"search.storage={_redacted(s.storage)}: cannot open it ({_one_line(e)})"
+                f"search.storage={_redacted(url)}: cannot open it ({_one_line(e)})"
             ) from None
     raise AssertionError("unreachable")
 
@@ -490,7 +498,7 @@ def fail_stale(study: optuna.Study, cfg: DictConfig, sweep_dir: Path) -> None:
         if owner.partition(":")[0] == here:  # this host's: gone or not, exactly
             stale = temporaries.owner_gone(owner)
         else:  # another host's, or a trial whose worker has not said yet who it is
-            stale = _beat_age(trial) > cfg.search.grace_period
+            stale = _beat_age(trial) > setting(cfg, "grace_period")
         if not stale:
             continue
         try:
@@ -615,16 +623,16 @@ def check_search_config(cfg: DictConfig) -> None:
             "another in its own process; use trainer=cpu or trainer=gpu)"
         )
     check_study_name(s.study_name)
-    workers = s.get("workers", 1)
+    workers = setting(cfg, "workers")
     if not (config.is_int(workers) and workers >= 1):
         raise ConfigError(f"search.workers={workers}: expected a count of processes >= 1")
-    storage = s.get("storage")
+    storage = setting(cfg, "storage")
     if storage is not None and not (isinstance(storage, str) and "://" in storage):
         raise ConfigError(
             f"search.storage={storage}: expected null (the journal file in the study's "
             "directory) or an Optuna storage URL, e.g. postgresql+psycopg://user@host/db"
         )
-    beat, grace = s.get("heartbeat_interval"), s.get("grace_period")
+    beat, grace = setting(cfg, "heartbeat_interval"), setting(cfg, "grace_period")
     if not (config.is_int(beat) and beat >= 1 and config.is_int(grace) and grace > beat):
         raise ConfigError(
             f"search.heartbeat_interval={beat}, search.grace_period={grace}: expected whole "
@@ -780,7 +788,8 @@ def run_search(
     had_trials = trials_dir.is_dir() and any(trials_dir.iterdir())  # before the study is read
     study = open_study(cfg, sweep_dir, pruner)
     if had_trials and not study.trials:
-        where = JOURNAL_FILE if is_journal(cfg) else f"search.storage={_redacted(s.storage)}"
+        url = setting(cfg, "storage")
+        where = JOURNAL_FILE if is_journal(cfg) else f"search.storage={_redacted(url)}"
         raise UserError(
             f"{trials_dir} holds trials, but the study in {where} has none (it was removed?); "
             "move that directory away or choose another search.study_name"
@@ -791,7 +800,7 @@ def run_search(
     max_failed = s.get("max_failed_trials")
     max_failed = s.n_trials if max_failed is None else max_failed
     failed_before = failed_trials(study)
-    beat = s.heartbeat_interval if is_journal(cfg) else None
+    beat = setting(cfg, "heartbeat_interval") if is_journal(cfg) else None
     objective = make_objective(cfg, sweep_dir, hook, heartbeat_s=beat)
     work(study, cfg, sweep_dir, objective, max_failed)
     if write_results(study, cfg, sweep_dir, base_overrides or []):
@@ -823,7 +832,7 @@ def worker_processes(cfg: DictConfig, script: str, argv: list[str]) -> Iterator[
     `search.workers=1`, no `.hydra/` of their own, their log in `search-worker<k>.log`), in
     sessions of their own; SIGTERM and SIGINT sent to this process go to them too. Yields the
     processes and waits for them on the way out; a worker that exits non-zero is a UserError."""
-    n = int(cfg.search.workers)
+    n = int(setting(cfg, "workers"))
     args = [a for a in argv if not a.lstrip("+").startswith("search.workers=")]
     procs = [
         subprocess.Popen(
@@ -831,7 +840,7 @@ def worker_processes(cfg: DictConfig, script: str, argv: list[str]) -> Iterator[
                 sys.executable,
                 script,
                 *args,
-                "search.workers=1",
+                "++search.workers=1",
                 "hydra.output_subdir=null",
                 f"hydra.job.name=search-worker{k}",
             ],
