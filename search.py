@@ -2,12 +2,16 @@
 
 python search.py                                  # hparams_search=head_optuna, demo data
 python search.py hparams_search=head_optuna_f1 embedding=nnlm128 search.n_trials=40
+python search.py search.workers=2                 # two worker processes on one study
+python search.py search.storage=postgresql+psycopg://user@host/db   # a study in PostgreSQL
 
-Rerun the same command to resume a killed search. Results in logs/search/<study_name>/:
-best_overrides.yaml (for train.py), best.yaml, summary.csv/md/png, trials/<n>/.
+Rerun the same command to resume a killed search; run it again while it runs to add a worker.
+Results in logs/search/<study_name>/: best_overrides.yaml (for train.py), best.yaml,
+summary.csv/md/png, trials/<n>/.
 """
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
@@ -29,8 +33,11 @@ def _train_overrides() -> list[str]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="search.yaml")
 @errors.reports_user_errors
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point: run or resume the study, return the best value."""
-    study = search.run_search(cfg, HydraConfig.get().runtime.output_dir, _train_overrides())
+    """Hydra entry point: run, resume or join the study (search.workers processes); return
+    the best value."""
+    search.check_search_config(cfg)
+    with search.worker_processes(cfg, str(Path(__file__).resolve()), sys.argv[1:]):
+        study = search.run_search(cfg, HydraConfig.get().runtime.output_dir, _train_overrides())
     return search.best_value(study)
 
 

@@ -137,6 +137,23 @@ def parse(path: str | os.PathLike) -> Temporary | None:
     return Temporary(path, m["name"], m["kind"], m["host"], int(m["pid"]), m["started"])
 
 
+def owner() -> str:
+    """This process as `host:pid:started` (the fields of a temporary's name): what
+    `owner_gone` checks, e.g. for a search worker's running trial."""
+    pid = os.getpid()
+    return f"{_host()}:{pid}:{_started(pid)}"
+
+
+def owner_gone(token: str) -> bool:
+    """True when the `owner()` token names a process of this host that no longer runs; False
+    while it runs, and for another host's or an unreadable token (nothing can be told)."""
+    host, _, rest = str(token).partition(":")
+    pid, _, started = rest.partition(":")
+    if host != _host() or not pid.isdigit() or int(pid) < 1:
+        return False
+    return not _owner_alive(int(pid), started or "0")
+
+
 def _owner_alive(pid: int, started: str) -> bool:
     if pid == os.getpid():
         return started == _started(pid)  # else an earlier process that had our pid (a container)

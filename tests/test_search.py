@@ -1,5 +1,8 @@
 """The Optuna search: a killed search resumed to its trial count, with a failed and a pruned
-trial; the same command twice through search.py; the search space and pruning callback."""
+trial; the same command twice through search.py; the search space and pruning callback;
+several worker processes on one study (the journal file and a real PostgreSQL server), one of
+them killed mid-trial; the rules that keep them from running too many trials or the same values
+twice, and the summary written once."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,11 +22,17 @@ import pytest
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from optuna.trial import TrialState
 
+from fakenews_pl import temporaries
 from fakenews_pl.errors import ConfigError
 from fakenews_pl.training import config, search
+
+try:  # tests/postgres.py: a throwaway server (imported as pytest puts tests/ on sys.path)
+    import postgres
+except ImportError:  # pragma: no cover
+    postgres = None
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH = ["hparams_search=head_optuna", "search.n_trials=4", "trainer.max_epochs=2"]
@@ -88,7 +98,7 @@ def test_a_killed_search_resumes_to_its_trial_count(
         4: TrialState.COMPLETE,
         5: TrialState.COMPLETE,  # failed trials do not use up n_trials: one more runs
     }
-    assert search.counted_trials(study) == 4 and study.user_attrs[search.INTERRUPTED] == [2]
+    assert search.counted_trials(study) == 4 and search.interrupted_trials(study) == {2}
     trials = study.get_trials()
     assert trials[3].params == trials[2].params and trials[3].user_attrs["retry_of"] == 2
     assert list(trials[3].intermediate_values) == [1]  # pruned after epoch 1 of 2
@@ -194,15 +204,6 @@ def test_a_nan_objective_fails_the_trial_and_the_search_goes_on(
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.COMPLETE]
     assert "val/best_loss=nan" in (tmp_path / "trials" / "0" / "error.txt").read_text()
     assert json.loads((tmp_path / "trials" / "1" / "run.json").read_text())["value"] == 0.25
-
-
-def test_a_second_search_of_the_same_study_is_refused(tmp_path: Path) -> None:
-    with search.only_search(tmp_path):  # flock: a second open file conflicts, same process or not
-        with pytest.raises(search.UserError, match="another search of this study"):
-            with search.only_search(tmp_path):
-                pass
-    with search.only_search(tmp_path):  # released
-        pass
 
 
 # ---------------------------------------------------------------- no silent wrong answer
@@ -318,3 +319,274 @@ def test_failed_trials_do_not_use_up_the_budget_and_a_search_with_none_done_fail
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL] * 3 + [TrialState.COMPLETE] * 2
     assert search.counted_trials(study) == 2
+
+
+# ---------------------------------------------------------------- many workers on one study
+
+# A worker process: run_search with a hook. Every worker's first trial waits until the doomed
+# worker's trial runs (so the workers overlap); the doomed one (argv[4] == "kill") SIGKILLs
+# itself in its first trial, after its values were chosen, once another worker's trial runs.
+WORKER_RUN = """
+import json, logging, os, signal, sys, time
+from hydra import compose, initialize_config_dir
+from optuna.trial import TrialState
+from fakenews_pl.training import search
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+conf_dir, sweep, overrides, doomed = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+first = []
+
+def wait_for(trial, condition):
+    deadline = time.time() + 60
+    while time.time() < deadline and not condition(trial.study.get_trials(deepcopy=False)):
+        time.sleep(0.2)
+
+def hook(trial, overrides):
+    if first:
+        return
+    first.append(trial.number)
+    if doomed == "kill":
+        trial.set_user_attr("doomed", True)
+        running = lambda ts: any(t.state == TrialState.RUNNING and t.number != trial.number
+                                 and search.WORKER in t.user_attrs for t in ts)
+        wait_for(trial, running)
+        os.kill(os.getpid(), signal.SIGKILL)
+    wait_for(trial, lambda ts: any("doomed" in t.user_attrs for t in ts))
+
+with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+    cfg = compose("search", overrides=overrides)
+search.run_search(cfg, sweep, hook=hook)
+"""
+WORKERS_SEARCH = [
+    "hparams_search=head_optuna",
+    "search.n_trials=4",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    # a killed worker's trial is failed 2 s after its last heartbeat (PostgreSQL)
+    "search.heartbeat_interval=1",
+    "search.grace_period=2",
+]
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> str:
+    """A throwaway PostgreSQL server (tests/postgres.py) for this module; its database URL."""
+    if postgres is None or postgres.find_bindir() is None:
+        pytest.skip("PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql)")
+    pytest.importorskip("psycopg", reason="psycopg (the [sweep] extra) is not installed")
+    with postgres.server() as url:
+        yield url
+
+
+def _load(storage: str | None, sweep: Path, name: str = "head_optuna") -> optuna.Study:
+    if storage is None:
+        backend = optuna.storages.journal.JournalFileBackend(str(sweep / search.JOURNAL_FILE))
+        storage = optuna.storages.JournalStorage(backend)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _check_results(study: optuna.Study, sweep: Path, n_trials: int) -> list:
+    """Exactly n_trials ran to a result, each with its own values and directory; the summary
+    shows every trial directory with its metrics.json figures; best.yaml is the best trial."""
+    trials = study.get_trials()
+    ran = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(ran) == n_trials == search.counted_trials(study)
+    values = [tuple(sorted(t.params.items())) for t in ran]
+    assert len(set(values)) == len(values), values  # never the same values twice
+    kept = {t.number for t in trials if search.DISCARDED not in t.user_attrs}
+    dirs = {int(p.name) for p in (sweep / "trials").iterdir()}
+    assert dirs == kept  # a directory per trial that ran, and only those
+    frame = pd.read_csv(sweep / "summary.csv").set_index("run")
+    assert set(frame.index) == dirs
+    for t in ran:
+        metrics = json.loads((sweep / "trials" / str(t.number) / "metrics.json").read_text())
+        for key in ("val/best_loss", "test/accuracy", "test/f1_Fake"):
+            assert frame.loc[t.number, key] == pytest.approx(metrics[key], rel=1e-12), key
+    assert frame.loc[frame["best"], :].index.item() == study.best_trial.number
+    assert yaml.safe_load((sweep / search.BEST_FILE).read_text())["trial"] == (
+        study.best_trial.number
+    )
+    assert study.user_attrs[search.SUMMARIZED] == search._ended(study)
+    return ran
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["journal", "postgresql"])
+def test_workers_share_a_study_and_a_killed_workers_trial_runs_again(
+    storage: str, request, cli_overrides, tiny_run, tmp_path: Path
+) -> None:
+    """Three worker processes on one study, one SIGKILLed mid-trial: together they run exactly
+    n_trials, never the same values twice, each trial in its own directory; the killed trial is
+    failed and its values run again by another worker; one worker writes the summary."""
+    url = request.getfixturevalue("postgres_url") if storage == "postgresql" else None
+    sweep = tmp_path / "sweep"
+    args = [*cli_overrides(tmp_path), *tiny_run, *WORKERS_SEARCH, f"paths.output_dir={sweep}"]
+    if url:
+        args.append(f"search.storage={url}")
+    env = {**os.environ, "PROJECT_ROOT": str(REPO)}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER_RUN,
+                str(REPO / "conf"),
+                str(sweep),
+                json.dumps(args),
+                role,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for role in ("kill", "work", "work")
+    ]
+    outputs = [proc.communicate(timeout=240) for proc in procs]
+    codes = [proc.returncode for proc in procs]
+    assert codes == [-signal.SIGKILL, 0, 0], [err[-3000:] for _, err in outputs]
+
+    study = _load(url, sweep)
+    ran = _check_results(study, sweep, n_trials=4)
+    (killed,) = [t for t in study.get_trials() if "doomed" in t.user_attrs]
+    assert killed.state == TrialState.FAIL and search.interrupted_trials(study) == {killed.number}
+    (retry,) = [t for t in ran if t.user_attrs.get(search.RETRY_OF) == killed.number]
+    assert retry.params == killed.params  # its values ran again, by a surviving worker
+    assert retry.user_attrs[search.WORKER] != killed.user_attrs[search.WORKER]
+    assert len({t.user_attrs[search.WORKER] for t in ran}) == 2  # both survivors ran trials
+    assert "interrupted" in (sweep / "trials" / str(killed.number) / "error.txt").read_text()
+    assert search.failed_trials(study) == 0
+    wrote = [err.count("summary.md and best.yaml") for _, err in outputs]
+    assert sum(wrote) == 1, wrote  # the summary was written once
+
+
+@pytest.mark.slow
+def test_search_workers_starts_the_workers_from_one_command(
+    cli_overrides, tiny_run, tmp_path: Path
+) -> None:
+    """`python search.py search.workers=2`: one more search.py process joins the study, with
+    its own log; the command ends once both have, with the study complete."""
+    argv = [*cli_overrides(tmp_path), *tiny_run, "search.n_trials=3", "search.workers=2"]
+    proc = subprocess.run(
+        [sys.executable, "search.py", *argv], cwd=REPO, capture_output=True, text=True,
+        timeout=240, env={**os.environ, "PROJECT_ROOT": str(REPO)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = tmp_path / "logs" / "search" / "head_optuna"
+    assert "Started 1 more workers" in proc.stderr + proc.stdout
+    assert (sweep / "search-worker1.log").is_file() and (sweep / ".hydra").is_dir()
+    _check_results(_load(None, sweep), sweep, n_trials=3)
+
+
+def _study(tmp_path: Path) -> optuna.Study:
+    backend = optuna.storages.journal.JournalFileBackend(str(tmp_path / search.JOURNAL_FILE))
+    return optuna.create_study(storage=optuna.storages.JournalStorage(backend))
+
+
+SPACE = OmegaConf.create({"data.batch_size": {"type": "categorical", "choices": [16, 32, 64]}})
+
+
+def test_a_trial_over_the_budget_or_with_taken_values_is_discarded(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    for _ in range(3):
+        study.enqueue_trial({"data.batch_size": 32})
+    first, second, third = study.ask(), study.ask(), study.ask()
+    for trial in (first, second):
+        search.check_budget(trial, n_trials=2)  # two places: both start
+        search.suggest(trial, SPACE)
+    with pytest.raises(search.Discarded, match="over the budget"):
+        search.check_budget(third, n_trials=2)  # trials 0 and 1 run: no place for 2
+    with pytest.raises(search.Discarded, match="the values of trial 1"):
+        search.check_unique(first)  # both chose 32: neither runs twice...
+    study.tell(first, state=TrialState.FAIL)
+    search.check_unique(second)  # ...and once 0 is out of the way, 1 runs
+    assert study.get_trials()[0].user_attrs[search.DISCARDED] == "the values of trial 1"
+    study.tell(second, 0.5)
+    study.tell(third, state=TrialState.FAIL)  # as Optuna records a discarded trial
+    search.check_budget(study.ask(), n_trials=2)  # 0 failed: its place is free again
+    assert search.failed_trials(study) == 0 and search.discarded_trials(study) == 2
+    assert search.space_size(SPACE) == 3
+
+
+def test_a_trial_whose_worker_died_is_failed_and_its_values_queued(
+    compose_train, tmp_path: Path
+) -> None:
+    cfg = _search_cfg(compose_train, tmp_path)
+    study = _study(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = temporaries.owner().split(":")[0]
+    owners = {"dead": f"{host}:{dead.pid}:0", "alive": temporaries.owner(), "other": "h2:1:0"}
+    for owner in owners.values():
+        trial = study.ask()
+        trial.suggest_float("model.lr", 1e-4, 1e-2)
+        trial.set_user_attr(search.WORKER, owner)
+        (tmp_path / "trials" / str(trial.number)).mkdir(parents=True)
+    assert temporaries.owner_gone(owners["dead"]) and not temporaries.owner_gone(owners["alive"])
+    search.fail_stale(study, cfg, tmp_path)
+    states = _states(study)
+    # another host's trial: alive until its heartbeat is older than the grace period
+    assert [states[n] for n in (0, 1, 2)] == [TrialState.FAIL] + [TrialState.RUNNING] * 2
+    retry = study.get_trials()[3]
+    assert retry.state == TrialState.WAITING and retry.user_attrs[search.RETRY_OF] == 0
+    assert "interrupted" in (tmp_path / "trials" / "0" / "error.txt").read_text()
+    search.fail_stale(study, cfg, tmp_path)  # once only
+    assert len(study.get_trials()) == 4
+    cfg.search.grace_period = 0
+    time.sleep(0.05)
+    search.fail_stale(study, cfg, tmp_path)  # now the other host's is stale; ours still runs
+    assert [_states(study)[n] for n in (1, 2)] == [TrialState.RUNNING, TrialState.FAIL]
+    assert search.interrupted_trials(study) == {0, 2}
+
+
+def test_the_summary_is_written_once_for_the_same_trials(
+    compose_train, monkeypatch, tmp_path: Path
+) -> None:
+    _fake_trials(monkeypatch)
+    cfg = _search_cfg(compose_train, tmp_path, "search.n_trials=2")
+    study = search.run_search(cfg, tmp_path / "sweep")
+    assert not search.write_results(study, cfg, tmp_path / "sweep", [])  # already written
+    (tmp_path / "sweep" / "summary.png").unlink()
+    assert search.write_results(study, cfg, tmp_path / "sweep", [])  # a file is missing
+    assert (tmp_path / "sweep" / "summary.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("search.workers=0", "search.workers=0: expected a count"),
+        ("search.storage=journal.log", "search.storage=journal.log: expected null"),
+        ("search.grace_period=1", "1 <= heartbeat_interval < grace_period"),
+    ],
+)
+def test_bad_worker_settings_are_refused(compose_train, tmp_path, override, message) -> None:
+    cfg = _search_cfg(compose_train, tmp_path, override)
+    with pytest.raises(ConfigError, match=message):
+        search.check_search_config(cfg)
+
+
+def test_more_trials_than_the_space_holds_are_refused(compose_train, tmp_path) -> None:
+    cfg = _search_cfg(compose_train, tmp_path, "search.n_trials=4")
+    cfg.search.space = SPACE
+    with pytest.raises(ConfigError, match="n_trials=4: the search space holds only 3"):
+        search.check_search_config(cfg)
+
+
+def test_a_storage_that_cannot_be_opened_is_one_line(compose_train, tmp_path) -> None:
+    url = "postgresql+psycopg://u:secret@127.0.0.1:1/db"
+    cfg = _search_cfg(compose_train, tmp_path, f"search.storage={url}")
+    with pytest.raises(search.UserError, match=r"u:\*\*\*@127.0.0.1:1/db: cannot open") as e:
+        search.open_storage(cfg, tmp_path)
+    assert "secret" not in str(e.value)
+
+
+def test_a_search_space_file_without_worker_settings_takes_the_defaults(
+    compose_train, tmp_path
+) -> None:
+    cfg = _search_cfg(compose_train, tmp_path)
+    with open_dict(cfg):
+        for key in search.WORKER_DEFAULTS:
+            del cfg.search[key]
+    search.check_search_config(cfg)
+    assert search.is_journal(cfg) and search.setting(cfg, "grace_period") == 180
