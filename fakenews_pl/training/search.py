@@ -642,11 +642,6 @@ def check_search_config(cfg: DictConfig) -> None:
     if max_failed is not None and not (config.is_int(max_failed) and max_failed >= 0):
         raise ConfigError(f"search.max_failed_trials={max_failed}: expected a count >= 0 or null")
     check_space(s.space)
-    if s.n_trials > space_size(s.space):
-        raise ConfigError(
-            f"search.n_trials={s.n_trials}: the search space holds only "
-            f"{int(space_size(s.space))} distinct sets of values, and no values run twice"
-        )
     for key in s.space:
         node = OmegaConf.select(cfg, key, default=KeyError)
         if node is KeyError:
@@ -657,6 +652,12 @@ def check_search_config(cfg: DictConfig) -> None:
                 f"choose it on the command line (python search.py {key}=...) and search its "
                 f"keys ({key}.<key>)"
             )
+    # After the keys: a space of the wrong keys is named as such, not counted.
+    if s.n_trials > space_size(s.space):
+        raise ConfigError(
+            f"search.n_trials={s.n_trials}: the search space holds only "
+            f"{int(space_size(s.space))} distinct sets of values, and no values run twice"
+        )
     if baseline.is_baseline(cfg.model) and s.metric.startswith(("val/best_", "fit/")):
         raise ConfigError(
             f"search.metric={s.metric}: model=tfidf_lr is one fit, without epochs, so its "
