@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from fakenews_pl.errors import UserError
-from fakenews_pl.training.summary import SUMMARY_FILES, write_summary
+from fakenews_pl.training.summary import SUMMARY_FILES, read_run, write_summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,10 +25,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="the multirun directory")
     parser.add_argument("--runs-dir", type=Path, help="where the run dirs are (default: SWEEP_DIR)")
     parser.add_argument("--metric", default="val/best_loss", help="metrics.json key for the best")
-    parser.add_argument("--mode", choices=("min", "max"), help="default: min for losses, else max")
+    parser.add_argument(
+        "--mode", choices=("min", "max"),
+        help="default: min for losses, max for scores (accuracy, precision, recall, f1, ...)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         print(f"error: {args.sweep_dir}: no such sweep directory", file=sys.stderr)
+        return 2
+    runs_dir = args.runs_dir or args.sweep_dir
+    if not runs_dir.is_dir():
+        print(f"error: --runs-dir {runs_dir}: no such directory", file=sys.stderr)
+        return 2
+    runs = [d for d in runs_dir.iterdir() if d.is_dir() and read_run(d) is not None]
+    if not runs and not (args.sweep_dir / "multirun.yaml").is_file():
+        print(
+            f"error: {runs_dir}: no run directories in it (expected a multirun's directory, "
+            "whose jobs are 0/, 1/, ...); nothing written",
+            file=sys.stderr,
+        )
         return 2
     try:
         line = write_summary(args.sweep_dir, args.runs_dir, args.metric, args.mode)

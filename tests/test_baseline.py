@@ -371,3 +371,18 @@ def test_the_notebook_grids_baseline_cell_is_this_baseline(compose_train, tmp_pa
     cfg = compose_train(tmp_path, "experiment=notebook_grid", "cell=baseline")
     assert baseline.is_baseline(cfg.model) and cfg.data.val_source == "test"
     config.check_train_config(cfg, multirun=True)
+
+
+def test_a_run_dir_used_again_holds_the_new_model_and_its_report(
+    compose_train, root_script, tmp_path: Path
+) -> None:
+    """The second run wrote its reports, then failed on the first run's baseline/ (a
+    traceback), leaving one model's reports beside another model's files."""
+    train = root_script("train").train
+    train(compose_train(tmp_path, "model=tfidf_lr", "model.max_iter=1"))
+    metrics, objects = train(compose_train(tmp_path, "model=tfidf_lr"))
+    saved = TfidfBaseline.load(tmp_path / "baseline")
+    assert saved.fit_info == objects["model"].fit_info and saved.fit_info["iterations"] > 1
+    texts = objects["datamodule"].texts("test").tolist()
+    assert np.array_equal(saved.predict_proba(texts), objects["model"].predict_proba(texts))
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics

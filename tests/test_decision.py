@@ -155,3 +155,24 @@ def test_evaluate_uses_the_checkpoints_threshold_and_never_changes_it(
     with pytest.raises(ConfigError, match="give one"):
         root_script("evaluate").evaluate(cfg)
     assert Path(info["checkpoint"]).read_bytes() == before
+
+
+def test_evaluate_at_an_explicit_half_reports_at_a_half(
+    chosen_run: dict, root_script, compose_train, tmp_path: Path
+) -> None:
+    """decision.threshold=0.5 was taken for 'not set' and the checkpoint's threshold used."""
+    info = json.loads((chosen_run["dir"] / "run.json").read_text())
+    cfg = compose_train(
+        tmp_path, f"ckpt_path={info['checkpoint']}", "decision.threshold=0.5", config_name="eval"
+    )
+    metrics = root_script("evaluate").evaluate(cfg)
+    assert metrics["decision/threshold"] == 0.5 != chosen_run["metrics"]["decision/threshold"]
+
+
+def test_a_target_of_an_unknown_class_is_refused_before_training(
+    compose_train, tmp_path: Path
+) -> None:
+    cfg = compose_train(tmp_path, 'decision.target="recall_Bogus>=0.9"')
+    with pytest.raises(ConfigError, match="a class of \\['Fake', 'True'\\]"):
+        pipeline.train(cfg)
+    assert not (tmp_path / "checkpoints").exists()  # no epoch ran

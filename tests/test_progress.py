@@ -126,3 +126,11 @@ def test_the_console_shows_messages_alone_and_the_log_file_everything() -> None:
     console = logging_cfg.handlers.console.formatter
     assert logging_cfg.formatters[console].format == "%(message)s"
     assert "%(asctime)s" in logging_cfg.formatters[logging_cfg.handlers.file.formatter].format
+
+
+def test_the_bar_setting_is_a_key_of_the_config() -> None:
+    """`callbacks.progress.bar=false`, as documented, was refused (not in the config)."""
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("train", overrides=["callbacks.progress.bar=false"])
+    assert cfg.callbacks.progress.bar is False

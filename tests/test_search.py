@@ -590,3 +590,11 @@ def test_a_search_space_file_without_worker_settings_takes_the_defaults(
             del cfg.search[key]
     search.check_search_config(cfg)
     assert search.is_journal(cfg) and search.setting(cfg, "grace_period") == 180
+
+
+def test_the_repeat_command_leaves_out_what_workers_were_started_with() -> None:
+    base = ["data=demo", "++search.workers=1", "hydra.output_subdir=null",
+            "hydra.job.name=search-worker1", "model.lr=1e-3"]  # fmt: skip
+    assert search.user_overrides(base) == ["data=demo", "model.lr=1e-3"]
+    command = search.best_command(["model.dropouts=[0.1,0.1]"], base)
+    assert command == "python train.py data=demo model.lr=1e-3 'model.dropouts=[0.1,0.1]'"

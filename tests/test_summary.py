@@ -333,3 +333,45 @@ def test_expected_jobs_lets_the_command_line_replace_a_swept_key(tmp_path: Path)
     }
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
     assert summary.expected_jobs(tmp_path) == 4  # cell a,b (the command line's) x seed 1,2
+
+
+def test_a_metric_without_a_direction_must_be_given_one(tmp_path: Path, capsys) -> None:
+    """--metric test/confusion_True_Fake recommended the run with the most false alarms."""
+    assert summary.default_mode("val/best_loss") == "min"
+    assert summary.default_mode("test/recall_Fake") == "max"
+    assert summary.default_mode("test/average_precision_Fake") == "max"
+    with pytest.raises(summary.SummaryError, match="--mode min or --mode max"):
+        summary.default_mode("test/confusion_True_Fake")
+    metrics = {"test/accuracy": 0.8, "val/best_loss": 0.5, "note": "text", "fit/epochs": 3}
+    _job(tmp_path, 0, {"metrics.json": json.dumps(metrics)})
+    with pytest.raises(summary.SummaryError, match="--metric note: not a number"):
+        summary.write_summary(tmp_path, metric="note", mode="max")
+    summary.write_summary(tmp_path, metric="fit/epochs", mode="min")  # told: fine
+    summary.write_summary(tmp_path, metric="fit/epochs", strict=False)  # no direction: no best
+    assert not pd.read_csv(tmp_path / "summary.csv")["best"].any()
+
+
+def test_summarize_refuses_a_directory_without_runs(trained_run: dict, capsys) -> None:
+    from importlib import util
+
+    spec = util.spec_from_file_location("summarize", REPO / "scripts" / "summarize.py")
+    summarize = util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    run_dir = trained_run["dir"]  # one run's dir, not a sweep's
+    assert summarize.main([str(run_dir)]) == 2
+    assert "no run directories in it" in capsys.readouterr().err
+    assert not (run_dir / "summary.md").exists()
+
+
+def test_the_command_line_replaces_a_swept_key_when_checking_embeddings(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create({
+        "paths": {"embeddings_dir": str(tmp_path / "none")},
+        "hydra": {"overrides": {"task": ["cell=baseline"]},
+                  "sweeper": {"params": {"cell": "baseline,gnews20_frozen,nnlm128_finetune"}}},
+    })  # fmt: skip
+    assert summary.sweep_choices(config, "cell") == ["baseline"]
+    assert summary.missing_embeddings(config) == []
+    config.hydra.overrides.task = ["cell=baseline,gnews20_frozen"]
+    assert [name for name, _ in summary.missing_embeddings(config)] == ["gnews20"]

@@ -10,7 +10,8 @@ app's own registry.
 
 Access log: logger `fakenews_pl.access`, one JSON object per request: time (UTC, ISO 8601),
 method, route, status, texts, latency_ms, request_id; the request id is the client's
-`X-Request-ID` when given (at most 128 printable characters), else a new one, and every response
+`X-Request-ID` when given (at most 128 printable ASCII characters, no spaces), else a new one,
+and every response
 echoes it in `X-Request-ID`.
 """
 
@@ -107,7 +108,7 @@ def request_id(given: bytes | None) -> str:
     """The client's X-Request-ID when it is a sane token, else a new one."""
     if given:
         text = given.decode("latin-1")
-        if len(text) <= 128 and text.isprintable() and " " not in text:
+        if len(text) <= 128 and text.isascii() and text.isprintable() and " " not in text:
             return text
     return uuid.uuid4().hex
 
@@ -154,7 +155,7 @@ class Observe:
         self.metrics.requests.labels(route, scope["method"], str(status)).inc()
         self.metrics.latency.labels(route).observe(seconds)
         texts = _texts(body) if scope["method"] == "POST" and body else None
-        if texts is not None:
+        if texts is not None and status < 400:  # texts answered, not texts refused
             self.metrics.texts.labels(route).observe(texts)
         if self.access_log:
             line: dict[str, Any] = {

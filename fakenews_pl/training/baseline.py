@@ -410,10 +410,12 @@ def train(
     }
     note = demo.NOTE if synthetic else None
     class_names = datamodule.class_names
+    # The model first, then the reports that describe it: a run dir used again (hydra.run.dir)
+    # never ends with one model's reports beside another model's files.
+    model.save(saved, overwrite=True)
     metrics = reports.write_report(
         out_dir, predictions, class_names, [], info, note, splits, chosen.as_dict()
     )
-    model.save(saved)
     print(reports.end_of_run(metrics, class_names, out_dir, WEIGHTS), flush=True)
     write_run_info(out_dir, started, saved)
     return metrics, {"datamodule": datamodule, "model": model, "reported_model": model}
@@ -432,7 +434,7 @@ def _decide(decision_cfg: Any, datamodule: Any, model: TfidfBaseline, saved: Pat
     try:
         return decide(decision_cfg, val, datamodule.class_names, val_is_test)
     except TargetUnreachable:
-        model.save(saved)
+        model.save(saved, overwrite=True)
         raise
 
 

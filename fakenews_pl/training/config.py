@@ -296,7 +296,7 @@ def check_eval_config(cfg: DictConfig) -> None:
     if cfg.get("data"):
         check_data(cfg)
     if cfg.get("decision") is not None:
-        decision.check_config(cfg.decision)
+        decision.check_config(cfg.decision, recorded_default=True)
 
 
 def check_predict_config(cfg: DictConfig, is_model_dir: Callable[[str], bool]) -> None:

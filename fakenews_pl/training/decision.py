@@ -76,11 +76,14 @@ def parse_target(text: str, class_names: Sequence[str]) -> Target:
     return Target(metric, name, value)
 
 
-def check_config(decision: Any) -> None:
+def check_config(decision: Any, recorded_default: bool = False) -> None:
     """`decision.threshold` in [0, 1) and `decision.target` of the right form (its class is
-    checked once the data's classes are known), not both set."""
+    checked once the data's classes are known, `parse_target`), not both set.
+    `recorded_default`: threshold null is allowed (evaluate.py: the checkpoint's own)."""
     threshold, target = decision.get("threshold"), decision.get("target")
     number = isinstance(threshold, int | float) and not isinstance(threshold, bool)
+    if threshold is None and recorded_default:
+        number, threshold = True, DEFAULT_THRESHOLD
     if not number or not 0 <= threshold < 1:
         raise ConfigError(f"decision.threshold={threshold!r}: expected a number in [0, 1)")
     if target is None:
@@ -153,8 +156,8 @@ def decide(
     `choose` finds on `val` ((N,) probabilities of class 1, (N,) labels)."""
     target = decision.get("target") if decision is not None else None
     if target is None:
-        threshold = DEFAULT_THRESHOLD if decision is None else float(decision.get("threshold"))
-        return Decision(threshold)
+        given = None if decision is None else decision.get("threshold")
+        return Decision(DEFAULT_THRESHOLD if given is None else float(given))
     parsed = parse_target(target, class_names)
     if val is None:
         raise ConfigError(f"decision.target={target!r}: needs a validation split to choose on")

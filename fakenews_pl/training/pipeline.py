@@ -347,9 +347,9 @@ def choose_decision(
 ) -> decision.Decision:
     """The decision a report uses: the configured one (a target chosen on `val`'s (logits,
     labels)); where the config is the default and a checkpoint `recorded` one, that."""
+    # evaluate.py's decision.threshold null (its default) means the checkpoint's own rule.
     default = decision_cfg is None or (
-        decision_cfg.get("target") is None
-        and decision_cfg.get("threshold") == decision.DEFAULT_THRESHOLD
+        decision_cfg.get("target") is None and decision_cfg.get("threshold") is None
     )
     if default and recorded:
         return decision.Decision.from_dict(recorded)
@@ -439,6 +439,9 @@ def train(
         rank_zero_info(f"SYNTHETIC DEMO DATA: {demo.NOTE}")
     embedding_path = ensure_embedding(cfg.embedding)
     datamodule = build_datamodule(cfg.data, embedding_path)
+    target = (cfg.get("decision") or {}).get("target")
+    if target is not None:  # its class, now that the data's are known: before any training
+        decision.parse_target(target, datamodule.class_names)
     if baseline.is_baseline(cfg.model):  # model=tfidf_lr: the same rows, no Trainer, no epochs
         return baseline.train(cfg, datamodule, synthetic, started, info, report_val)
     model = build_model(cfg.model, datamodule)

@@ -181,7 +181,7 @@ class EpochProgress(ProgressBar):
         self._rows += len(batch["labels"])
         if self._task is not None:
             elapsed = self._train_ended - self._epoch_started
-            rate = f"{self._rows / elapsed:,.0f} rows/s" if elapsed > 0 else ""
+            rate = f", {self._rows / elapsed:,.0f} rows/s" if elapsed > 0 else ""
             self._progress.update(self._task, advance=1, rate=rate)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -223,14 +223,16 @@ class EpochProgress(ProgressBar):
         """Start the live bar (on a terminal, or as `bar` says) unless it runs; whether it does."""
         wanted = sys.stdout.isatty() if self._bar_wanted is None else self._bar_wanted
         if self._progress is None and wanted:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
             self._progress = Progress(
                 TextColumn("epoch {task.fields[epoch]}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("minibatches, {task.fields[rate]}"),
+                TextColumn("minibatches{task.fields[rate]}"),
                 transient=True,
+                console=Console(force_terminal=True) if self._bar_wanted else None,
             )
             self._progress.start()
         return self._progress is not None

@@ -672,9 +672,18 @@ def best_value(study: optuna.Study) -> float | None:
     return study.best_value if study.get_trials(False, states=(TrialState.COMPLETE,)) else None
 
 
+# What `search.workers` adds to its child workers' command lines: not the user's overrides.
+WORKER_ONLY = ("++search.workers=", "hydra.output_subdir=", "hydra.job.name=search-worker")
+
+
+def user_overrides(base_overrides: list[str]) -> list[str]:
+    """The command line's overrides less those a worker process was started with."""
+    return [o for o in base_overrides if not o.startswith(WORKER_ONLY)]
+
+
 def best_command(overrides: list[str], base_overrides: list[str]) -> str:
     """The train.py command line that repeats the best trial."""
-    return shlex.join(["python", "train.py", *base_overrides, *overrides])
+    return shlex.join(["python", "train.py", *user_overrides(base_overrides), *overrides])
 
 
 def write_best(study: optuna.Study, sweep_dir: Path, base_overrides: list[str]) -> str | None:
@@ -692,7 +701,7 @@ def write_best(study: optuna.Study, sweep_dir: Path, base_overrides: list[str]) 
             "value": best.value,
             "params": dict(best.params),
             "overrides": overrides,
-            "base_overrides": list(base_overrides),
+            "base_overrides": user_overrides(base_overrides),
             "command": command,
         },
     )

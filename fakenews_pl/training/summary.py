@@ -212,10 +212,36 @@ def collect(runs_dir: Path, metric: str | None = None, expected: int | None = No
     return pd.DataFrame(rows)
 
 
+# Metrics whose best is the highest (and losses the lowest); for any other key (a count of
+# errors, epochs) a summary must be told which (`mode`): guessing "highest" recommended the
+# run with the most false alarms.
+HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "f1", "auroc", "average_precision")
+
+
+def default_mode(metric: str) -> str:
+    """min for a loss, max for a score; a `SummaryError` asking for the mode otherwise."""
+    name = metric.rsplit("/", 1)[-1]
+    if "loss" in name:
+        return "min"
+    if any(name == key or name.startswith(f"{key}_") or name.endswith(f"_{key}")
+           for key in HIGHER_IS_BETTER):  # fmt: skip
+        return "max"
+    raise SummaryError(
+        f"--metric {metric}: is its best the lowest or the highest? say so with --mode min or "
+        "--mode max (search.direction in a search)"
+    )
+
+
 def check_metric(frame: pd.DataFrame, metric: str, runs_dir: Path) -> None:
-    """Refuse a `metric` that no finished run's metrics.json has, naming the keys they have."""
+    """Refuse a `metric` that no finished run's metrics.json has, naming the keys they have,
+    or one that is not a number."""
     finished = frame[frame["status"] == FINISHED] if "status" in frame else frame.iloc[:0]
-    if finished.empty or (metric in frame and finished[metric].notna().any()):
+    if metric in frame and finished[metric].notna().any():
+        values = finished[metric].dropna()
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            raise SummaryError(f"--metric {metric}: not a number in metrics.json")
+        return
+    if finished.empty:
         return
     keys: set[str] = set()
     for run in finished["run"]:
@@ -242,10 +268,12 @@ def mark_best(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     """Add `best` (True on the run with the best `metric`; none if no run has it)."""
     import pandas as pd  # pandas and matplotlib: only a sweep's end pays for them
 
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be min or max, got {mode!r}")
+    if mode not in ("min", "max", None):
+        raise ValueError(f"mode must be min, max or None (no best), got {mode!r}")
     frame = frame.copy()
     frame["best"] = False
+    if mode is None:
+        return frame
     if metric in frame and frame[metric].notna().any():
         values = pd.to_numeric(frame[metric], errors="coerce")
         frame.loc[values.idxmin() if mode == "min" else values.idxmax(), "best"] = True
@@ -303,7 +331,7 @@ SEED = "seed"
 NOISE_SE = 2.0
 
 
-def over_seeds(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame | None:
+def over_seeds(frame: pd.DataFrame, metric: str, mode: str | None) -> pd.DataFrame | None:
     """Per model (runs with the same differing overrides but `seed`), over its finished seeds:
     n, mean and standard deviation (ddof 1) of `metric` and of the compact table's metrics;
     `best` (by mean `metric`), and `within_noise` of the best: paired over the seeds both
@@ -345,8 +373,11 @@ def over_seeds(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame | No
         return None
     table = pd.DataFrame(records)
     means = table[f"{metric} mean"]
-    best = int(means.idxmin() if mode == "min" else means.idxmax())
     table["best"] = False
+    if mode is None:  # no direction: no best, nothing within noise of it
+        table["within_noise"] = None
+        return table.drop(columns="_by_seed")
+    best = int(means.idxmin() if mode == "min" else means.idxmax())
     table.loc[best, "best"] = True
     within = []
     for i, record in enumerate(records):
@@ -371,6 +402,8 @@ def _spread(mean: float, std: float, places: int = 4) -> str:
 def seed_lines(table: pd.DataFrame, frame: pd.DataFrame, metric: str, mode: str) -> list[str]:
     """summary.md's part for a sweep over seeds: the recommendation in one sentence and a row
     per model (the baseline first) with each metric's mean ± standard deviation."""
+    if not table["best"].any():
+        return [f"## Per model (no best: `{metric}` has no direction; pass --mode)", ""]
     best = table[table["best"]].iloc[0]
     near = [m for m, w, b in zip(table["model"], table["within_noise"], table["best"], strict=True)
             if w and not b]  # fmt: skip
@@ -516,7 +549,7 @@ def bar_labels(frame: pd.DataFrame) -> list[str]:
     return labels
 
 
-def summary_figure(frame: pd.DataFrame, metric: str) -> Figure:
+def summary_figure(frame: pd.DataFrame, metric: str, mode: str | None = None) -> Figure:
     """Test accuracy and F1 of `Fake` per run, labelled by `bar_labels`, frozen vs fine-tuned
     by colour (a legend entry for each kind present), the best run by `metric` outlined, and
     the synthetic banner when the demo was used."""
@@ -527,7 +560,12 @@ def summary_figure(frame: pd.DataFrame, metric: str) -> Figure:
     from fakenews_pl.training.reports import SYNTHETIC_BANNER
 
     fake = fake_class(frame)
-    seeds = over_seeds(frame, metric, "min" if "loss" in metric else "max")
+    if mode is None:
+        try:
+            mode = default_mode(metric)
+        except SummaryError:
+            mode = None
+    seeds = over_seeds(frame, metric, mode)
     if seeds is not None:  # a bar per model: the mean over its seeds, the std as error bar
         frame = seeds.rename(columns=lambda c: c.removesuffix(" mean"))
         parts = zip(frame["model"], frame["seeds"], frame["baseline"], strict=True)
@@ -603,7 +641,12 @@ def write_summary(
 
     sweep_dir = Path(sweep_dir)
     runs_dir = Path(runs_dir) if runs_dir else sweep_dir
-    mode = mode or ("min" if "loss" in metric else "max")
+    try:
+        mode = mode or default_mode(metric)
+    except SummaryError:
+        if strict:
+            raise
+        mode = None  # the sweep's metric says no direction: no run is marked best
     expected = expected_jobs(sweep_dir)
     frame = collect(runs_dir, metric, expected)
     if frame.empty:
@@ -617,7 +660,7 @@ def write_summary(
         f.write(_markdown(frame, metric, mode, expected))
     with temporaries.atomic_path(sweep_dir / "summary.png") as tmp:
         # tmp is a temporary name: the format cannot come from it
-        summary_figure(frame, metric).savefig(tmp, dpi=110, format="png")
+        summary_figure(frame, metric, mode).savefig(tmp, dpi=110, format="png")
     return counts(frame)
 
 
@@ -626,16 +669,16 @@ def sweep_choices(config: DictConfig, key: str) -> list[str]:
     `hydra.sweeper.params`), as strings; empty when it is not swept."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    texts = [str(o) for o in config.hydra.overrides.task]
     params = config.hydra.get("sweeper", {}).get("params") or {}
-    texts += [f"{name}={value}" for name, value in params.items()]
+    texts = [f"{name}={value}" for name, value in params.items()]
+    texts += [str(o) for o in config.hydra.overrides.task]
     values: list[str] = []
     for override in OverridesParser.create().parse_overrides(texts):
-        if override.get_key_element() == key:
+        if override.get_key_element() == key:  # the last one wins, as in the sweeper
             if override.is_sweep_override():
-                values += [str(v) for v in override.sweep_string_iterator()]
+                values = [str(v) for v in override.sweep_string_iterator()]
             else:
-                values.append(str(override.value()))
+                values = [str(override.value())]
     return values
 
 
