@@ -641,18 +641,18 @@ def write_summary(
 
     sweep_dir = Path(sweep_dir)
     runs_dir = Path(runs_dir) if runs_dir else sweep_dir
+    expected = expected_jobs(sweep_dir)
+    frame = collect(runs_dir, metric, expected)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["run", "status", "overrides", "error"])
+    if strict:
+        check_metric(frame, metric, runs_dir)  # a metric the runs have, before its direction
     try:
         mode = mode or default_mode(metric)
     except SummaryError:
         if strict:
             raise
         mode = None  # the sweep's metric says no direction: no run is marked best
-    expected = expected_jobs(sweep_dir)
-    frame = collect(runs_dir, metric, expected)
-    if frame.empty:
-        frame = pd.DataFrame(columns=["run", "status", "overrides", "error"])
-    if strict:
-        check_metric(frame, metric, runs_dir)
     frame = mark_best(frame, metric, mode)
     with temporaries.atomic_path(sweep_dir / "summary.csv") as tmp:
         frame.drop(columns=[SETTINGS], errors="ignore").to_csv(tmp, index=False)
