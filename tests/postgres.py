@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from servers import free_port
 
 UNPRIVILEGED = "nobody"
 
@@ -30,12 +31,6 @@ def find_bindir() -> Path | None:
         key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
     )
     return found[-1].parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_owner(args: list[str]) -> list[str]:
@@ -54,7 +49,7 @@ def server(database: str = "search") -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, UNPRIVILEGED)
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
 
     def run(*args: str) -> None:
         proc = subprocess.run(

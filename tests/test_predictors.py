@@ -3,17 +3,13 @@ saved TF-IDF baseline served by a real serve.py process."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from servers import free_port, serving
 
 from fakenews_pl.serving import predictors
 from fakenews_pl.serving.classifier import Classifier
@@ -54,49 +50,22 @@ def test_anything_else_goes_to_the_classifier(monkeypatch: pytest.MonkeyPatch) -
     assert calls == [(("run/last.ckpt", "cpu"), {"threads": 2})]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_serve_py_serves_a_saved_baseline(saved, tmp_path: Path) -> None:
     model, path = saved
-    port = _free_port()
+    port = free_port()
     args = ["serve.py", f"ckpt_path={path}", f"port={port}", f"paths.log_dir={tmp_path}"]
-    with open(tmp_path / "serve.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PROJECT_ROOT": str(REPO)},
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no answer in 60 s"
-            try:
-                health = httpx.get(f"{url}/health", timeout=2).json()
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with serving(args, tmp_path / "serve.log", port, timeout=60) as server:
+        health = httpx.get(f"{server.url}/health", timeout=2).json()
         assert health["model"] == "baseline" and health["explain"] is False
         assert health["class_names"] == ["Fake", "True"]
         assert health["decision"] == {"threshold": 0.5, "target": None, "chosen_on": None}
         texts = TEXTS[:4]
-        answer = httpx.post(f"{url}/predict", json={"texts": texts, "explain": True}).json()
+        answer = httpx.post(f"{server.url}/predict", json={"texts": texts, "explain": True}).json()
         probabilities = model.predict_proba(texts)
         assert [p["label"] for p in answer["predictions"]] == model.labels(probabilities)
         for prediction, row in zip(answer["predictions"], probabilities, strict=True):
             shown = prediction["probabilities"]  # float32, in its shortest decimal
             assert [np.float32(shown["Fake"]), np.float32(shown["True"])] == row.tolist()
             assert prediction["explanation"] is None
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=15) == 0

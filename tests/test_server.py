@@ -15,13 +15,13 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import torch
+from servers import Server, free_port, serving
 
 from fakenews_pl import Classifier
 
@@ -34,58 +34,6 @@ LIMITS = {
     "explain_top": 5,
     "max_explain_work": 20000,
 }
-
-
-@dataclass
-class Server:
-    """A server process and its address; `log` holds its stdout and stderr."""
-
-    proc: subprocess.Popen
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def serving(args: list[str], log: Path, port: int, timeout: float = 120) -> Iterator[Server]:
-    """Start `python args...` in the repository root, wait until GET /health answers, and kill
-    the process at the end whatever happened."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PROJECT_ROOT": str(REPO)},
-        )
-    server = Server(proc, port, log)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert proc.poll() is None, f"the server exited ({proc.returncode}):\n{server.tail()}"
-            assert time.monotonic() < deadline, f"no answer in {timeout} s:\n{server.tail()}"
-            try:
-                if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        yield server
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
 
 
 def serve_args(ckpt: Path, port: int, log_dir: Path, *overrides: str) -> list[str]:

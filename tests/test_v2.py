@@ -3,7 +3,6 @@ a client written by others, against a real server on a free port of 127.0.0.1.""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
+from servers import free_port
 
 from fakenews_pl import Classifier
 from fakenews_pl.serving.server import create_app
@@ -19,18 +19,12 @@ httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http]
 uvicorn = pytest.importorskip("uvicorn")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(trained_run: dict) -> Iterator[dict]:
     """The session's tiny run served in this process (a uvicorn thread)."""
     classifier = Classifier.load(trained_run["ckpt"])
     app = create_app(classifier, model_name="fakenews", access_log=False)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
