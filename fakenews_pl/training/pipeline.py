@@ -257,21 +257,19 @@ def refuse_divergence(model: FakeNewsClassifier, out_dir: str) -> None:
         )
 
 
-def record_decision(cfg: DictConfig, metrics: dict[str, Any]) -> None:
-    """Keep a chosen (or set) threshold in the checkpoint of the reported weights, which
-    `Classifier.load`, exported bundles, predict.py and serve.py then apply; the default (0.5)
-    needs no record."""
+def record_decision(checkpoint: str, metrics: dict[str, Any]) -> None:
+    """Keep a chosen (or set) threshold in `checkpoint`, that of the reported weights (run.json's),
+    which `Classifier.load`, exported bundles, predict.py and serve.py then apply; the default
+    (0.5) needs no record, and a run without checkpoints has nowhere to keep it."""
     chosen = {key: metrics[f"decision/{key}"] for key in ("threshold", "target", "chosen_on")}
-    if chosen == decision.Decision().as_dict():
-        return
-    info = json.loads((Path(cfg.paths.output_dir) / "run.json").read_text(encoding="utf-8"))
-    if info.get("checkpoint"):
-        checkpoints.record_decision(info["checkpoint"], chosen)
+    if checkpoint and chosen != decision.Decision().as_dict():
+        checkpoints.record_decision(checkpoint, chosen)
 
 
-def write_run_info(cfg: DictConfig, trainer: Trainer, started: float) -> None:
+def write_run_info(cfg: DictConfig, trainer: Trainer, started: float) -> dict[str, Any]:
     """`run.json` in the run dir: what a sweep summary lists beside the metrics (embedding,
-    trainable, encoder, wall seconds, peak RSS, the checkpoint of the reported weights)."""
+    trainable, encoder, wall seconds, peak RSS, the checkpoint of the reported weights);
+    returns its content."""
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
@@ -285,6 +283,7 @@ def write_run_info(cfg: DictConfig, trainer: Trainer, started: float) -> None:
     }
     path = Path(cfg.paths.output_dir) / "run.json"
     path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
 
 
 def write_report(
@@ -461,6 +460,6 @@ def train(
         reported, datamodule, cfg.paths.output_dir, info, synthetic, report_val, cfg.report_on,
         cfg.get("decision"),
     )  # fmt: skip
-    write_run_info(cfg, trainer, started)
-    record_decision(cfg, metrics)
+    run_info = write_run_info(cfg, trainer, started)
+    record_decision(run_info["checkpoint"], metrics)
     return metrics, {**objects, "reported_model": reported}
