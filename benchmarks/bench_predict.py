@@ -25,22 +25,28 @@ times also give the single-text latency p50/p99; batch 32 is 100 calls and batch
 of full batches. Every way gets warm-up calls first (graph tracing is not timed).
 
 (b) Server: `fakenews_pl.serving.server.create_app` + `serve` (the same code for both, access
-log off,
-default limits) around ours, and around `KerasPredictor` (the direct `model(tf.constant(x))`
-call), each in its own process on 127.0.0.1 (this file's `--serve-child` mode, port 0), both
-up at once and measured in turn per concurrency. An httpx async client in this process sends a
+log off, default limits) around ours, and around `KerasPredictor` (the direct
+`model(tf.constant(x))` call), each in its own process on 127.0.0.1 (this file's
+`--serve-child` mode, port 0), plus ours with `workers=2` (as `serve.py workers=2` runs it),
+all three up at once and measured in turn. An httpx async client in this process sends a
 fixed number of `POST /predict` requests, one text each (500 at concurrency 1, 2,000 at 16 and
 64; after `4 x concurrency` warm-up requests on the same connections): requests/s, latency
 p50/p99 (send to parsed response), errors (must be 0), and the CPU seconds per request of the
-server process and of the client. `GET /health` at concurrency 16 on our server (no model)
-shows what HTTP alone costs here. Client and server share the machine's cores. Threads: in
-process, torch's and TF's defaults; our server as `serve.py` runs it (conf/serve.yaml's
-`threads`, torch on 1 thread), Keras's with TF's defaults; `--threads N` sets torch and TF to N
-everywhere.
+server's processes and of the client. At concurrency 16 also: ours with `workers=2`, and ours
+through the Open Inference Protocol route (`POST /v2/models/<name>/infer`, JSON tensors).
+`GET /health` at concurrency 16 on our server (no model) shows what HTTP alone costs here.
+Where the machine has 3 or more cores the servers are pinned to all but the last and the
+client to the last (`sched_setaffinity`, as `taskset`); on fewer, client and servers share
+the cores. After the requests: RSS, PSS and USS (private pages, /proc/PID/smaps_rollup) of our
+servers' processes. Threads: in process, torch's and TF's defaults; our servers as `serve.py`
+runs them (conf/serve.yaml's `threads`, torch on 1 thread), Keras's with TF's defaults;
+`--threads N` sets torch and TF to N everywhere.
 
 Targets (this 2-core machine): ours single-text latency p50 <= 1/10 of Keras's `model(x)`;
-ours batch-1024 throughput >= 1.5x the faster Keras way; our server's requests/s >= 3x the
-Keras server's at concurrency 16, with p99 <= 50 ms; no request errors. Exit status 1 when one
+ours batch-1024 throughput >= 1.5x the faster Keras way; our `workers=2` server's requests/s
+>= 3x the Keras server's at concurrency 16; each extra worker adds <= 150 MB (its USS); every
+server stops on SIGTERM with status 0; and, as before, our one-process server's requests/s
+>= 3x Keras's at concurrency 16 with p99 <= 50 ms; no request errors. Exit status 1 when one
 fails. The load average is printed at the start, around each phase and at the end.
 """
 
@@ -90,6 +96,7 @@ LATENCY_RATIO = 1 / 10  # ours single-text p50 <= this x Keras model(x)
 BATCH_RATIO = 1.5  # ours batch-1024 texts/s >= this x the faster Keras way
 SERVER_RATIO = 3.0  # our server's requests/s >= this x Keras's at concurrency 16
 SERVER_P99_MS = 50.0
+WORKER_MB = 150.0  # what each extra worker may add (its USS) at the nnlm128 size
 WAYS = ("ours", "keras_predict", "keras_call")
 WAY_NAMES = {
     "ours": "ours `predict_proba`",
@@ -312,32 +319,52 @@ def serve_yaml_threads() -> int | None:
 def serve_child(kind: str, setup_file: Path) -> None:
     """`--serve-child`: load one model and serve it on 127.0.0.1, a free port, until SIGTERM.
     `fakenews_pl.serving.server.serve` prints the line with the port. Threads: `--threads` for both;
-    without it, ours as `serve.py` runs it (conf/serve.yaml's `threads`), Keras TF's own."""
+    without it, ours as `serve.py` runs it (conf/serve.yaml's `threads`), Keras TF's own.
+    `ours_w2`: ours with `workers=2`, as `serve.py workers=2` runs it (the metrics directory
+    set before the server module is imported; this process loads on one thread, then forks)."""
     setup = json.loads(setup_file.read_text())
-    configure_threads(setup["threads"])
+    workers = 2 if kind == "ours_w2" else 1
+    if workers > 1:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench_metrics_")
+        import torch
+
+        torch.set_num_threads(1)
+    else:
+        configure_threads(setup["threads"])
     if kind == "ours" and setup["threads"] is None and serve_yaml_threads() is not None:
         import torch
 
         torch.set_num_threads(serve_yaml_threads())
     head = load_head(Path(setup["head"]))
-    if kind == "ours":
+    if kind.startswith("ours"):
         predictor = ours_classifier(Path(setup["artifact"]), head)
+        # The workers' forward passes: `--threads`, else serve.yaml's `threads`.
+        predictor.threads = setup["threads"] or serve_yaml_threads()
+        predictor.embedding.tokenizer.encode(["warm up"])  # as serve.py does before serving
     else:
         predictor = KerasPredictor(keras_model(Path(setup["module"]), head))
     from fakenews_pl.serving import server
 
-    app = server.create_app(predictor, model_name=f"bench_predict {kind}")
-    server.serve(app, "127.0.0.1", 0, access_log=False, log_level="warning")
+    app = server.create_app(predictor, model_name=f"bench_predict_{kind}", access_log=False)
+    server.serve(app, "127.0.0.1", 0, workers=workers, log_level="warning")
 
 
 class ServerProcess:
     """One `--serve-child` process: its port once /health answers; SIGTERM on `stop`."""
 
-    def __init__(self, kind: str, setup_file: Path, log: Path, timeout: float = 300) -> None:
+    def __init__(
+        self,
+        kind: str,
+        setup_file: Path,
+        log: Path,
+        timeout: float = 300,
+        cores: set[int] | None = None,
+    ) -> None:
         self.kind, self.log = kind, log
         cmd = [sys.executable, __file__, "--serve-child", kind, "--setup", str(setup_file)]
+        pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
         with open(log, "w") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pin)
         self.port = self._wait_for_port(timeout)
         self._wait_for_health(timeout)
 
@@ -377,10 +404,35 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def pids(self) -> list[int]:
+        """The server process and its worker processes (live children)."""
+        pid = self.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [pid, *map(int, children)]
+
     def cpu_seconds(self) -> float:
-        """User + system CPU seconds of the server process so far (/proc/PID/stat)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU seconds of the server process and its workers so far
+        (/proc/PID/stat)."""
+        total = 0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def memory_mb(self) -> list[dict[str, float]]:
+        """Per process (the server, then each worker): RSS, PSS (shared pages split between
+        the processes mapping them) and USS (its private pages: what its exit would free), MB,
+        from /proc/PID/smaps_rollup."""
+        out = []
+        for pid in self.pids():
+            kb = {}
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+                key, value = line.split(":", 1)
+                kb[key] = int(value.split()[0])
+            uss = kb["Private_Clean"] + kb["Private_Dirty"]
+            out.append({"pid": pid, "rss": kb["Rss"] / 1024, "pss": kb["Pss"] / 1024,
+                        "uss": uss / 1024})  # fmt: skip
+        return out
 
     def stop(self) -> int | None:
         """SIGTERM, then wait (SIGKILL after 30 s); the exit status."""
@@ -423,7 +475,11 @@ async def _load(
                     response = await client.post(
                         path, content=bodies[i % len(bodies)], headers=headers
                     )
-                    ok = response.status_code == 200 and len(response.json()["predictions"]) == 1
+                    answer = response.json() if response.status_code == 200 else {}
+                    if "outputs" in answer:  # the v2 infer route: probabilities and label
+                        ok = [t["shape"] for t in answer["outputs"]] == [[1, 2], [1]]
+                    else:
+                        ok = len(answer.get("predictions", ())) == 1
                 error = None if ok else f"HTTP {response.status_code}: {response.text[:80]}"
             except (httpx.HTTPError, ValueError, KeyError) as exc:
                 error = type(exc).__name__ + (f": {str(exc)[:80]}" if str(exc) else "")
@@ -487,51 +543,94 @@ def load_test(
     }
 
 
+def cores_apart() -> tuple[set[int] | None, set[int] | None]:
+    """(server cores, client cores): the client on the last core, the servers on the others,
+    where there are at least 3; (None, None) on fewer: nothing is pinned."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cores) < 3:
+        return None, None
+    return set(cores[:-1]), {cores[-1]}
+
+
 def servers(
     setup_file: Path, work: Path, texts: list[str], requests: dict[int, int]
 ) -> dict[str, Any]:
-    """Both servers up at once; per concurrency ours then Keras; then /health on ours."""
+    """The three servers up at once (ours, ours with workers=2, Keras); per concurrency ours
+    then Keras; at concurrency 16 ours with workers=2 and ours's v2 infer route; /health on
+    ours; then each server's memory."""
     from fakenews_pl.serving.server import LIMITS
 
     # The served limit on text length (a few seed-fakenews texts are longer): skipped here.
     fit = [t for t in texts if len(t) <= LIMITS["max_text_chars"]]
     bodies = [json.dumps({"texts": [t]}).encode() for t in fit]
-    out: dict[str, Any] = {"skipped_texts": len(texts) - len(fit), "runs": {}}
+    v2_bodies = [
+        json.dumps(
+            {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [t]}]}
+        ).encode()
+        for t in fit
+    ]
+    server_cores, client_cores = cores_apart()
+    out: dict[str, Any] = {"skipped_texts": len(texts) - len(fit), "runs": {}, "memory": {}}
+    out["pinned"] = (
+        f"servers on cores {sorted(server_cores)}, the client on {sorted(client_cores)}"
+        if server_cores
+        else f"not pinned: {len(os.sched_getaffinity(0))} cores, fewer than 3"
+    )
+    print(f"  {out['pinned']}", flush=True)
     started: dict[str, ServerProcess] = {}
+    before = os.sched_getaffinity(0)
     try:
-        for kind in ("ours", "keras"):
+        if client_cores:
+            os.sched_setaffinity(0, client_cores)
+        for kind in ("ours", "ours_w2", "keras"):
             begin = time.perf_counter()
-            started[kind] = ServerProcess(kind, setup_file, work / f"server_{kind}.log")
+            started[kind] = ServerProcess(
+                kind, setup_file, work / f"server_{kind}.log", cores=server_cores
+            )
             print(
                 f"  {kind} server up on {started[kind].url} in {time.perf_counter() - begin:.1f} s",
                 flush=True,
             )
+
+        def measure(key: str, server: ServerProcess, *args: Any, **kwargs: Any) -> None:
+            row = load_test(server, *args, **kwargs)
+            out["runs"][key] = row
+            print(
+                f"  {key:<14} {row['per_s']:>7,.0f} req/s  "
+                f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  "
+                f"errors {row['errors']}  server CPU {row['server_cpu_ms']:.2f} ms/req  "
+                f"client CPU {row['client_cpu_ms']:.2f} ms/req  (load {row['load']:.2f})",
+                flush=True,
+            )
+            if row["error_kinds"]:
+                print(f"    errors: {row['error_kinds']}", flush=True)
+
         for concurrency, n in requests.items():
-            for kind, server in started.items():
-                row = load_test(server, bodies, n, concurrency)
-                out["runs"][f"{kind}_{concurrency}"] = row
-                print(
-                    f"  {kind:<5} concurrency {concurrency:>2}: {row['per_s']:>7,.0f} req/s  "
-                    f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  "
-                    f"errors {row['errors']}  server CPU {row['server_cpu_ms']:.2f} ms/req  "
-                    f"client CPU {row['client_cpu_ms']:.2f} ms/req  (load {row['load']:.2f})",
-                    flush=True,
-                )
-                if row["error_kinds"]:
-                    print(f"    errors: {row['error_kinds']}", flush=True)
+            for kind in ("ours", "keras"):
+                measure(f"{kind}_{concurrency}", started[kind], bodies, n, concurrency)
         n16 = requests.get(16, 2000)
-        health = load_test(started["ours"], [], n16, 16, method="GET", path="/health")
-        out["health_16"] = health
+        measure("ours_w2_16", started["ours_w2"], bodies, n16, 16)
+        infer = "/v2/models/bench_predict_ours/infer"
+        measure("ours_v2_16", started["ours"], v2_bodies, n16, 16, path=infer)
+        out["health_16"] = load_test(started["ours"], [], n16, 16, method="GET", path="/health")
+        h = out["health_16"]
         print(
-            f"  ours  GET /health, concurrency 16: {health['per_s']:,.0f} req/s  "
-            f"p50 {health['p50_ms']:.2f} ms  p99 {health['p99_ms']:.2f} ms  "
-            f"server CPU {health['server_cpu_ms']:.2f} ms/req  "
-            f"client CPU {health['client_cpu_ms']:.2f} ms/req",
+            f"  ours  GET /health, concurrency 16: {h['per_s']:,.0f} req/s  "
+            f"p50 {h['p50_ms']:.2f} ms  p99 {h['p99_ms']:.2f} ms  "
+            f"server CPU {h['server_cpu_ms']:.2f} ms/req  "
+            f"client CPU {h['client_cpu_ms']:.2f} ms/req",
             flush=True,
         )
-        if health["error_kinds"]:
-            print(f"    errors: {health['error_kinds']}", flush=True)
+        if h["error_kinds"]:
+            print(f"    errors: {h['error_kinds']}", flush=True)
+        for kind in ("ours", "ours_w2"):
+            out["memory"][kind] = started[kind].memory_mb()
+            print(f"  {kind} memory (MB): " + "; ".join(
+                f"pid {m['pid']} RSS {m['rss']:,.0f} PSS {m['pss']:,.0f} USS {m['uss']:,.0f}"
+                for m in out["memory"][kind]
+            ), flush=True)  # fmt: skip
     finally:
+        os.sched_setaffinity(0, before)
         for kind, server in started.items():
             out[f"{kind}_exit"] = server.stop()
     return out
@@ -576,12 +675,37 @@ def server_table(result: dict[str, Any], requests: dict[int, int]) -> list[str]:
             f"{o['server_cpu_ms']:.2f} / {k['server_cpu_ms']:.2f} | "
             f"{o['client_cpu_ms']:.2f} / {k['client_cpu_ms']:.2f} |"
         )
+    k = result["runs"].get("keras_16")
+    for key, label in (("ours_w2_16", "16, `workers=2`"), ("ours_v2_16", "16, v2 infer route")):
+        if key not in result["runs"] or k is None:
+            continue
+        o = result["runs"][key]
+        lines.append(
+            f"| {label} | {o['requests']:,} | {o['per_s']:,.0f} | {k['per_s']:,.0f} | "
+            f"{o['per_s'] / k['per_s']:.2f}x | {o['p50_ms']:.2f} / {o['p99_ms']:.2f} | "
+            f"{k['p50_ms']:.2f} / {k['p99_ms']:.2f} | {o['errors']} / {k['errors']} | "
+            f"{o['server_cpu_ms']:.2f} / {k['server_cpu_ms']:.2f} | "
+            f"{o['client_cpu_ms']:.2f} / {k['client_cpu_ms']:.2f} |"
+        )
     h = result["health_16"]
     lines.append(
         f"| 16, `GET /health` (no model) | {h['requests']:,} | {h['per_s']:,.0f} | | | "
         f"{h['p50_ms']:.2f} / {h['p99_ms']:.2f} | | {h['errors']} | {h['server_cpu_ms']:.2f} | "
         f"{h['client_cpu_ms']:.2f} |"
     )
+    return lines
+
+
+def memory_table(result: dict[str, Any]) -> list[str]:
+    """Markdown: RSS, PSS and USS of each server process after its requests."""
+    lines = ["| server process | RSS MB | PSS MB | USS MB |", "| --- | ---: | ---: | ---: |"]
+    names = {"ours": "ours, one process", "ours_w2": "ours `workers=2`"}
+    for kind, processes in result["memory"].items():
+        for i, m in enumerate(processes):
+            role = "" if kind == "ours" else (": the arbiter" if i == 0 else f": worker {i}")
+            lines.append(
+                f"| {names[kind]}{role} | {m['rss']:,.0f} | {m['pss']:,.0f} | {m['uss']:,.0f} |"
+            )
     return lines
 
 
@@ -608,6 +732,28 @@ def targets(rows: dict[int, dict], served: dict[str, Any], requests: dict[int, i
             ratio >= BATCH_RATIO,
         )
     )
+    if "ours_w2_16" in served["runs"]:
+        o, k = served["runs"]["ours_w2_16"], served["runs"]["keras_16"]
+        ratio = o["per_s"] / k["per_s"]
+        out.append(
+            (
+                f"workers=2 server requests/s >= {SERVER_RATIO:g}x Keras's at concurrency 16 "
+                f"({served['pinned']}): {o['per_s']:,.0f} / {k['per_s']:,.0f} = {ratio:.2f}x",
+                ratio >= SERVER_RATIO,
+            )
+        )
+    if served.get("memory", {}).get("ours_w2"):
+        extra = max(m["uss"] for m in served["memory"]["ours_w2"][1:])
+        out.append(
+            (
+                f"each extra worker adds <= {WORKER_MB:g} MB (its USS, private pages): "
+                f"at most {extra:,.0f} MB",
+                extra <= WORKER_MB,
+            )
+        )
+    stopped = {k: v for k, v in served.items() if k.endswith("_exit")}
+    out.append((f"every server stops on SIGTERM with status 0: {stopped}",
+                all(v == 0 for v in stopped.values())))  # fmt: skip
     if 16 in requests:
         o, k = served["runs"]["ours_16"], served["runs"]["keras_16"]
         ratio = o["per_s"] / k["per_s"]
@@ -652,7 +798,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch and TF threads (default: theirs)")
     parser.add_argument("--scale", type=float, default=1.0, help="x call and request counts")
     parser.add_argument("--out", type=Path, help="write the results JSON here")
-    parser.add_argument("--serve-child", choices=("ours", "keras"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve-child", choices=("ours", "ours_w2", "keras"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--setup", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_child:
@@ -720,7 +868,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nPrediction speed, {SIZE} size ({rows_n:,} x {dim}); in process: {threads}")
     print(server_threads)
-    print("\n".join(["", *in_process_table(rows), "", *server_table(served, requests)]))
+    print(
+        "\n".join(
+            ["", *in_process_table(rows), "", *server_table(served, requests), "",
+             *memory_table(served)]
+        )
+    )  # fmt: skip
     print(
         f"\n{breakdown_line(parts)}; {served['skipped_texts']} texts over the "
         "server's max_text_chars left out of the requests"

@@ -336,6 +336,106 @@ def test_an_exported_bundle_is_served_and_sigterm_stops_it_cleanly(
     assert "Traceback" not in s.tail()
 
 
+@pytest.mark.parametrize(
+    ("settings", "line"),
+    [
+        ({"workers": 0}, "workers=0: expected an integer >= 1"),
+        ({"workers": 1.5}, "workers=1.5: expected an integer >= 1"),
+        ({"threads": True}, "threads=True: expected an integer >= 1"),
+    ],
+)
+def test_a_bad_worker_or_thread_count_is_refused(settings: dict, line: str) -> None:
+    from fakenews_pl.errors import ConfigError
+    from fakenews_pl.serving import server
+
+    with pytest.raises(ConfigError) as refused:
+        server.check_settings(settings)
+    assert str(refused.value) == line
+
+
+def test_workers_without_fork_are_refused_before_the_port_is_bound(
+    reference: Classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fakenews_pl.errors import ConfigError
+    from fakenews_pl.serving import server
+
+    monkeypatch.delattr(os, "fork")
+    bound = []
+    monkeypatch.setattr(server, "_listen", lambda *args: bound.append(args))
+    with pytest.raises(ConfigError, match=r"^workers=2: several workers need fork\(\)"):
+        server.serve(reference, "127.0.0.1", 0, workers=2)
+    assert bound == []
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _private_dirty_kb(pid: int, path: Path) -> int | None:
+    """Private_Dirty kB of `path`'s mappings in process `pid` (None: not mapped)."""
+    inside, dirty = False, None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if not line[:1].isupper():  # a mapping's header: "start-end perms offset dev inode path"
+            inside = line.rstrip().endswith(str(path))
+            dirty = (dirty or 0) if inside else dirty
+        elif inside and line.startswith("Private_Dirty:"):
+            dirty += int(line.split()[1])
+    return dirty
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_two_workers_serve_share_the_table_add_up_metrics_and_stop_on_sigterm(
+    run: dict, reference: Classifier, tmp_path: Path
+) -> None:
+    reference.export(tmp_path / "bundle")
+    table = (tmp_path / "bundle" / "embedding" / "table.safetensors").resolve()
+    port = free_port()
+    args = serve_args(tmp_path / "bundle", port, tmp_path / "logs", "workers=2")
+    with one_thread():
+        expected = reference.predict_proba(run["texts"])[:, 1]
+    with serving(args, tmp_path / "log", port) as s:
+        deadline = time.monotonic() + 30  # the first worker may answer before the second forks
+        while len(workers := _children(s.proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(workers) == 2, s.tail()
+
+        def served(_: int) -> np.ndarray:
+            with httpx.Client(base_url=s.url) as client:  # a new connection each time
+                answer = client.post("/predict", json={"texts": run["texts"]}).json()
+            return np.array(
+                [p["probabilities"]["True"] for p in answer["predictions"]], dtype=np.float32
+            )
+
+        # Requests until each worker has answered some (the kernel hands connections to
+        # whichever worker accepts first), at most 30 rounds of 8 at once.
+        from concurrent.futures import ThreadPoolExecutor
+
+        sent, pids = 0, set()
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(30):
+                for probabilities in pool.map(served, range(8)):
+                    assert np.array_equal(probabilities, expected)
+                sent += 8
+                lines = [json.loads(line) for line in s.log.read_text().splitlines()
+                         if line.startswith('{"time"')]  # fmt: skip
+                pids = {line["pid"] for line in lines if line["route"] == "/predict"}
+                if pids == set(workers):
+                    break
+        assert pids == set(workers), f"{sent} requests were all answered by {pids}"
+        metrics = httpx.get(f"{s.url}/metrics").text
+        counted = 'fakenews_requests_total{method="POST",route="/predict",status="200"}'
+        assert f"{counted} {sent}.0" in metrics, metrics
+        # Both map the table's file and neither has copied a page of it.
+        assert [_private_dirty_kb(pid, table) for pid in workers] == [0, 0]
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(timeout=15) == 0, s.tail()
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # the port is free again
+    assert "Traceback" not in s.tail() and "error" not in s.tail().lower(), s.tail()
+
+
 @pytest.mark.slow
 def test_a_bad_checkpoint_or_a_taken_port_is_one_line(
     run: dict, server: Server, tmp_path: Path

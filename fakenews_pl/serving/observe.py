@@ -9,10 +9,9 @@ and `/metrics` adds them up (prometheus-client's multiprocess mode); otherwise t
 app's own registry.
 
 Access log: logger `fakenews_pl.access`, one JSON object per request: time (UTC, ISO 8601),
-method, route, status, texts, latency_ms, request_id; the request id is the client's
-`X-Request-ID` when given (at most 128 printable ASCII characters, no spaces), else a new one,
-and every response
-echoes it in `X-Request-ID`.
+method, route, path, status, texts, latency_ms, request_id and pid (the worker process); the
+request id is the client's `X-Request-ID` when given (at most 128 printable ASCII characters,
+no spaces), else a new one, and every response echoes it in `X-Request-ID`.
 """
 
 import json
@@ -30,8 +29,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    values,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fakenews_pl.errors import ConfigError
 
 ACCESS_LOGGER = "fakenews_pl.access"
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # what GET /metrics answers with
@@ -46,6 +48,11 @@ class Metrics:
     def __init__(
         self, model: str, class_names: list[str], threshold: float | None, embedding: str = ""
     ) -> None:
+        if os.environ.get(MULTIPROC_ENV) and not getattr(values.ValueClass, "_multiprocess", 0):
+            raise ConfigError(
+                f"{MULTIPROC_ENV} was set after prometheus_client was imported: the workers' "
+                "metrics would not add up (set it before the server module is imported)"
+            )
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "fakenews_requests", "Requests answered, by route, method and status",
@@ -162,6 +169,6 @@ class Observe:
                 "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
                 "method": scope["method"], "route": route, "path": scope["path"],
                 "status": status, "texts": texts, "latency_ms": round(1000 * seconds, 3),
-                "request_id": rid,
+                "request_id": rid, "pid": os.getpid(),
             }  # fmt: skip
             self.logger.info(json.dumps(line))

@@ -28,8 +28,10 @@ import errno
 import ipaddress
 import json
 import math
+import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -76,7 +78,7 @@ _POLL_S = 0.02
 
 def check_settings(settings: Mapping[str, Any]) -> None:
     """Refuse a limit (`max_texts`, `max_body_bytes`, `max_text_chars`, `explain_top`,
-    `max_explain_work`) or a `threads` count that is not an integer >= 1, a `port` outside
+    `max_explain_work`), `threads` or `workers` count that is not an integer >= 1, a `port` outside
     0-65535, an empty `host`, a timeout that is not a number of seconds > 0 or an
     `allowed_hosts` that is not a list of names, as a `ConfigError` naming the key."""
     for key, value in settings.items():
@@ -100,7 +102,7 @@ def check_settings(settings: Mapping[str, Any]) -> None:
             )
         if key == "port" and not (integer and 0 <= value <= 65535):
             raise ConfigError(f"port={value}: expected a TCP port, 0-65535 (0: any free port)")
-        if (key in LIMITS or key == "threads") and not (integer and value >= 1):
+        if (key in LIMITS or key in ("threads", "workers")) and not (integer and value >= 1):
             raise ConfigError(f"{key}={value}: expected an integer >= 1")
         if key == "host" and not (isinstance(value, str) and value):
             raise ConfigError(f"host={value}: expected an address, e.g. 127.0.0.1 or 0.0.0.0")
@@ -519,6 +521,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
+    workers: int = 1,
     access_log: bool = True,
     log_level: str = "info",
     model_name: str | None = None,
@@ -531,20 +534,52 @@ def serve(
     Ctrl-C; then the requests in flight get `shutdown_grace_s` to finish (those still running
     get a JSON 503), the port is released and this returns. A port that cannot be bound is a
     `ConfigError`. Port 0 takes a free one; the line `serving ... on http://HOST:PORT` names
-    it."""
-    check_settings({"host": host, "port": port, "shutdown_grace_s": shutdown_grace_s})
+    it. `workers` > 1: that many processes forked from this one after the model is loaded
+    (`_serve_workers`), all on the one port."""
+    check_settings(
+        {"host": host, "port": port, "shutdown_grace_s": shutdown_grace_s, "workers": workers}
+    )
     if isinstance(app_or_predictor, FastAPI):
         app = app_or_predictor
     else:
         settings.setdefault("allowed_hosts", default_allowed_hosts(host))
         settings.setdefault("access_log", access_log)
         app = create_app(app_or_predictor, model_name=model_name, **settings)
-    import uvicorn
+    if workers > 1:
+        _check_workers(workers)
+    sock = _listen(host, port)
+    model = getattr(app.state, "health", {}).get("model", "an app")
+    shown = f" with {workers} worker processes" if workers > 1 else ""
+    print(f"serving {model} on http://{_url_host(host)}:{sock.getsockname()[1]}{shown}", flush=True)
+    try:
+        if workers > 1:
+            _serve_workers(app, sock, workers, shutdown_grace_s, log_level)
+        else:
+            _serve_one(app, sock, shutdown_grace_s, log_level)
+    finally:
+        sock.close()
 
-    # Bound here rather than by uvicorn: a taken port is one line naming `port`, and port 0's
-    # actual number is known before the first request.
-    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
-    # without it a keep-alive client waits 40 ms (Nagle + delayed ACK) for every response.
+
+def _check_workers(workers: int) -> None:
+    """Refuse `workers` > 1 where it cannot run, as a `ConfigError`, before the port is bound."""
+    if not hasattr(os, "fork"):
+        raise ConfigError(f"workers={workers}: several workers need fork() (Linux, macOS)")
+    for module in ("gunicorn", "uvicorn_worker"):
+        try:
+            __import__(module)
+        except ImportError as exc:
+            raise ConfigError(
+                f'workers={workers}: needs {module.replace("_", "-")} (pip install -e ".[serve]")'
+            ) from exc
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket on host:port, or a `ConfigError` naming `port` or `host`.
+
+    Bound here rather than by uvicorn: a taken port is one line naming `port`, and port 0's
+    actual number is known before the first request. IPPROTO_TCP named: asyncio sets
+    TCP_NODELAY only on sockets whose proto says TCP, and without it a keep-alive client waits
+    40 ms (Nagle + delayed ACK) for every response."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -557,25 +592,42 @@ def serve(
         reason = exc.strerror or str(exc)
         raise ConfigError(f"{key}={value}: cannot listen on {host}:{port} ({reason})") from exc
     sock.listen(2048)
-    bound_port = sock.getsockname()[1]
+    return sock
 
-    class Server(uvicorn.Server):
+
+def _uvicorn_config(app: FastAPI, shutdown_grace_s: float, log_level: str, **extra: Any) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,  # the app logs each request as JSON itself (observe.Observe)
+        lifespan="off",
+        timeout_graceful_shutdown=shutdown_grace_s,
+        **extra,
+    )
+
+
+@cache
+def _graceful_server() -> type:
+    """uvicorn's Server, which on SIGTERM/SIGINT first tells the app when the grace ends:
+    explanations still running just before then answer 503 themselves, so uvicorn never has
+    to cancel a request (its plain-text 500)."""
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            # Explanations still running just before the grace ends answer 503 themselves,
-            # so uvicorn never has to cancel a request (its plain-text 500).
+            app, grace = self.config.app, self.config.timeout_graceful_shutdown
             if getattr(app.state, "stop_at", False) is None:
-                app.state.stop_at = time.monotonic() + max(shutdown_grace_s - 0.5, 0.0)
+                app.state.stop_at = time.monotonic() + max(grace - 0.5, 0.0)
             super().handle_exit(sig, frame)
 
-    server = Server(
-        uvicorn.Config(
-            app,
-            log_level=log_level,
-            access_log=False,  # the app logs each request as JSON itself (observe.Observe)
-            lifespan="off",
-            timeout_graceful_shutdown=shutdown_grace_s,
-        )
-    )
+    return GracefulServer
+
+
+def _serve_one(app: FastAPI, sock: socket.socket, shutdown_grace_s: float, log: str) -> None:
+    """One process: uvicorn on `sock` until SIGTERM or Ctrl-C."""
+    server = _graceful_server()(_uvicorn_config(app, shutdown_grace_s, log))
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, restores the handlers it found and then
     # raises the signal again; with these handlers that ends here, status 0, not a kill.
     main = threading.current_thread() is threading.main_thread()
@@ -583,15 +635,90 @@ def serve(
         {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
     )
     try:
-        model = getattr(app.state, "health", {}).get("model", "an app")
-        print(f"serving {model} on http://{_url_host(host)}:{bound_port}", flush=True)
         server.run(sockets=[sock])
     except _Stopped:
         pass
     finally:
-        sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _serve_workers(
+    app: FastAPI, sock: socket.socket, workers: int, shutdown_grace_s: float, log_level: str
+) -> None:
+    """`workers` processes on `sock`, run by gunicorn's arbiter (`[serve]` extra): each a fork
+    of this process made after the model is loaded (`preload_app`), serving with uvicorn
+    (`uvicorn-worker`). The forks share this process's memory copy-on-write and the embedding
+    table's pages (a read-only mapping of its safetensors file): an extra worker costs its own
+    Python objects only (docs/serving.md, Workers). A worker that dies is replaced; SIGTERM
+    stops them all gracefully (`shutdown_grace_s`, then a kill), SIGINT at once; either way
+    this returns. Metrics add up across the workers when `PROMETHEUS_MULTIPROC_DIR` is set
+    (serve.py sets it)."""
+    import gc
+
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
+    from uvicorn_worker import UvicornWorker
+
+    class Worker(UvicornWorker):
+        CONFIG_KWARGS = {
+            **UvicornWorker.CONFIG_KWARGS,
+            "access_log": False, "lifespan": "off", "timeout_graceful_shutdown": shutdown_grace_s,
+        }  # fmt: skip
+
+        async def _serve(self) -> None:  # uvicorn-worker's, with the graceful server above
+            self.config.app = self.wsgi
+            server = _graceful_server()(config=self.config)
+            self._install_sigquit_handler()
+            await server.serve(sockets=self.sockets)
+            if not server.started:
+                sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
+    def child_exit(arbiter: Any, worker: Any) -> None:
+        if os.environ.get(observe.MULTIPROC_ENV):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(worker.pid)  # its in-flight gauge no longer counts
+
+    listener = os.dup(sock.fileno())  # the arbiter closes the descriptor it is given
+    options = {
+        "bind": [f"fd://{listener}"],
+        "workers": workers,
+        "worker_class": Worker,
+        "preload_app": True,
+        # The arbiter kills a worker still running after this (whole seconds); the worker itself
+        # ends its requests at `shutdown_grace_s`.
+        "graceful_timeout": math.ceil(shutdown_grace_s),
+        "keepalive": 5,  # uvicorn's default, as one process has it
+        "loglevel": "warning" if log_level == "info" else log_level,
+        "errorlog": "-",
+        "accesslog": None,
+        # gunicorn >= 25's control socket: none (~/.gunicorn/gunicorn.ctl, shared by servers).
+        "control_socket_disable": True,
+        "child_exit": child_exit,
+        "proc_name": f"fakenews_pl serve {app.state.health['model']}",
+    }
+
+    class Application(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                if key in self.cfg.settings:
+                    self.cfg.set(key, value)
+
+        def load(self) -> FastAPI:
+            return app
+
+    # What the forks inherit stays shared: the collector no longer touches (and so copies)
+    # the pages of the objects made so far, the vocabulary's among them.
+    gc.collect()
+    gc.freeze()
+    try:
+        Application().run()
+    except SystemExit as exc:  # the arbiter ends with sys.exit; 0 once every worker stopped
+        if exc.code not in (0, None):
+            raise
+    finally:
+        gc.unfreeze()
 
 
 def _url_host(host: str) -> str:
