@@ -1,8 +1,9 @@
-"""Text the tokenizer must handle, as hypothesis strategies.
+"""Text the tokenizer must handle, as hypothesis strategies, and the recipes it runs.
 
 Every script and category, combining marks, every kind of whitespace, punctuation, symbols,
 emoji sequences, casing that changes length, tokens thousands of characters long, empty strings:
-`batches` of up to 16 such texts, which test_tokenizer_properties.py checks against TensorFlow.
+`batches` of up to 16 such texts. test_tokenizer_properties.py checks them against TensorFlow;
+the lean path's tests (test_tokenizer.py, test_classifier.py) against the batch path.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
-from fakenews_pl.hub.tokenizer import SMALL_BATCH
+from fakenews_pl.hub.hub_module import exporter_recipe
+from fakenews_pl.hub.tokenizer import SMALL_BATCH, TextRecipe
 
 # Small, but with hits for every recipe: cased and lowered forms (after full Unicode
 # lowercasing İ -> i + U+0307, ẞ -> ß, a final Σ -> ς), NFC and NFD forms, lone combining marks,
@@ -171,3 +173,29 @@ REGRESSIONS = [
     ["AΣ\u0898", "A\u0898Σ", "ΑΣⱟ", "ⱟΣ"],  # final-sigma context across Unicode 14 characters
     ["Σ\u1734Σ"],  # U+1734: case-ignorable (Mn) to TF's ICU, a spacing mark (Mc) to Python 3.11
 ]
+
+# Each kind of recipe: the exporters' (test_convert.py's RECIPES), then what the converter also
+# reads from other graphs: an any-of split that keeps empty tokens, maxsplit, a separator of
+# several characters, a rewrite that needs google-re2, and no fill token for an empty row.
+RECIPE_KINDS = {
+    "v2_exporter": exporter_recipe(),
+    "no_punct_strip": exporter_recipe(strip_punctuation=False),
+    "v1_skip_empty": exporter_recipe(split="v1"),
+    "ascii_lower": exporter_recipe(lower="ascii"),
+    "utf8_lower_whitespace": exporter_recipe(lower="utf-8", split="whitespace"),
+    "any_of_keep_empty": TextRecipe(steps=(), split="any_of", sep=" \t,"),
+    "sep_maxsplit": TextRecipe(maxsplit=3),
+    "multi_char_sep": TextRecipe(steps=(), sep=", "),
+    "re2_rewrite": TextRecipe(
+        steps=(
+            {
+                "op": "regex_replace",
+                "pattern": r"(\pL)(\d)",
+                "rewrite": r"\2-\1",
+                "replace_global": False,
+            },
+            {"op": "lower", "encoding": "utf-8"},
+        )
+    ),
+    "no_fill": TextRecipe(split="whitespace", empty_row_token=None),
+}
