@@ -11,12 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import HealthCheck, example, given, settings
+from support.texts import RECIPE_KINDS, batches
+from support.texts import VOCAB as PROPERTY_VOCAB
 
 from fakenews_pl import Classifier
 from fakenews_pl.data.corpus import DataError
 from fakenews_pl.errors import UserError
 from fakenews_pl.hub import artifact
-from fakenews_pl.serving.classifier import alike_notes, format_effects
+from fakenews_pl.hub.embedding import HubEmbedding
+from fakenews_pl.hub.tokenizer import HubTokenizer
+from fakenews_pl.nn.net import FakeNewsNet, NetConfig
+from fakenews_pl.serving.classifier import LEAN_TEXTS, alike_notes, format_effects
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,6 +44,97 @@ def test_predict_proba_equals_the_trained_models(run: dict) -> None:
     assert np.allclose(clf.predict_proba(texts, batch_size=16), probabilities, rtol=1e-6, atol=0)
     assert np.allclose(probabilities.sum(axis=1), 1)
     assert clf.predict(texts) == [clf.class_names[int(p > 0.5)] for p in expected]
+
+
+def _bits(probabilities: np.ndarray) -> np.ndarray:
+    assert probabilities.dtype == np.float32
+    return probabilities.view(np.uint32)
+
+
+def test_a_few_texts_take_the_lean_path_bit_for_bit(run: dict, monkeypatch) -> None:
+    """Up to LEAN_TEXTS texts are scored without `encode` (the lean path) and give the batch
+    path's bits; more texts, or a smaller batch_size, take the batch path."""
+    clf = Classifier.load(run["ckpt"])
+    texts = [
+        *run["datamodule"].texts("test")[:40].tolist(),
+        "",
+        "zq0x unheard-of words only",
+        " ".join(run["datamodule"].texts("test")[40:44]),  # a long bag: the 8-blocks
+    ]
+    sizes = (1, 2, 5, LEAN_TEXTS)
+    expected = {
+        (size, start): clf._predict_batches(texts[start : start + size], 1024)
+        for size in sizes
+        for start in range(0, len(texts), size)
+    }
+    encoded = []
+    real_encode = HubTokenizer.encode
+    monkeypatch.setattr(
+        HubTokenizer,
+        "encode",
+        lambda tok, texts: encoded.append(len(texts)) or real_encode(tok, texts),
+    )
+    for (size, start), probabilities in expected.items():
+        assert np.array_equal(
+            _bits(clf.predict_proba(texts[start : start + size])), _bits(probabilities)
+        )
+    assert encoded == []
+    clf.predict_proba(texts[: LEAN_TEXTS + 1])
+    clf.predict_proba(texts[:4], batch_size=3)
+    assert encoded == [LEAN_TEXTS + 1, 3, 1]
+
+
+# Tiny bag models, one per kind of recipe, covering both table dtypes, every combiner, and
+# modules with and without OOV buckets: (OOV buckets, table dtype, combiner).
+LEAN_MODELS = {
+    "v2_exporter": (3, torch.float32, "sqrtn"),
+    "no_punct_strip": (0, torch.float64, "mean"),
+    "v1_skip_empty": (4, torch.float32, "sum"),
+    "ascii_lower": (0, torch.float64, "sqrtn"),
+    "utf8_lower_whitespace": (5, torch.float32, "mean"),
+    "any_of_keep_empty": (97, torch.float64, "sum"),
+    "sep_maxsplit": (0, torch.float32, "sqrtn"),
+    "multi_char_sep": (2, torch.float64, "mean"),
+    "re2_rewrite": (1, torch.float64, "sqrtn"),
+    "no_fill": (0, torch.float32, "sum"),
+}
+assert set(LEAN_MODELS) == set(RECIPE_KINDS)
+
+
+@pytest.fixture(scope="module")
+def lean_models() -> dict[str, Classifier]:
+    """Per recipe kind, a `Classifier` of a seeded bag model over a 16-wide table of the
+    property texts' vocabulary, with the notebook's head (random biases)."""
+    models = {}
+    for i, (name, (buckets, dtype, combiner)) in enumerate(LEAN_MODELS.items()):
+        tokenizer = HubTokenizer(PROPERTY_VOCAB, buckets, RECIPE_KINDS[name])
+        rng = np.random.default_rng(i)
+        table = torch.from_numpy(rng.normal(size=(len(PROPERTY_VOCAB) + buckets, 16))).to(dtype)
+        embedding = HubEmbedding(table, tokenizer, combiner)
+        torch.manual_seed(i)
+        net = FakeNewsNet.from_config(embedding, NetConfig(16))
+        with torch.no_grad():
+            for layer in net.head.linears:
+                layer.bias.normal_(0, 0.1)
+        models[name] = Classifier(net, ("Fake", "True"))
+    return models
+
+
+@pytest.mark.parametrize("name", list(LEAN_MODELS))
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(texts=batches)
+@example(texts=["", "the news"])
+@example(texts=["the news fake " * 3, "ok " * 17, "the, news, fake, " * 25])
+def test_the_lean_path_gives_the_batch_paths_bits(name, texts, lean_models) -> None:
+    """`_predict_few` against `_predict_batches` on the tokenizer's property-test texts."""
+    clf = lean_models[name]
+    assert np.array_equal(_bits(clf._predict_few(texts)), _bits(clf._predict_batches(texts, 1024)))
 
 
 def test_scoring_the_test_file_reproduces_the_reports_accuracy(

@@ -126,3 +126,13 @@ def test_print_shows_what_runs_and_dropout_p_takes_effect() -> None:
     head.eval()
     x = torch.randn(3, 8)
     assert torch.equal(head(x), head(x))  # no dropout in evaluation
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16])
+def test_eval_logits_are_the_eval_forward_bit_for_bit(rows: int) -> None:
+    head, x, _ = _head_and_batch(2, rows)
+    head.eval()
+    with torch.no_grad():
+        expected, got = head(x), head.eval_logits(x)
+    assert got.shape == expected.shape == (rows,)
+    assert torch.equal(got.view(torch.int32), expected.view(torch.int32))

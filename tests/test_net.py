@@ -55,6 +55,22 @@ def test_from_config_builds_what_the_config_says(
     assert net.eval()(ids, offsets).shape == (3,)
 
 
+def test_the_lean_path_is_the_bag_models(embedding: HubEmbedding) -> None:
+    """`lean_probabilities` equals `probabilities` (bit for bit; tests/test_classifier.py checks
+    it broadly) and refuses a sequence encoder, whose features it would skip: a Classifier
+    scores such a model's few texts by the batch path."""
+    head = {"hidden_sizes": [16, 8], "dropouts": [0.5, 0.1]}
+    bag = FakeNewsNet.from_config(embedding, NetConfig(embedding.dim)).eval()
+    ids, offsets = embedding.tokenizer.encode_few(["a b c", "", "d"])
+    expected = bag.probabilities(torch.tensor(ids), torch.tensor(offsets))
+    assert torch.equal(bag.lean_probabilities(ids, offsets), expected)
+    settings = {"name": "cnn", "max_tokens": 9, "cnn": {"widths": [2], "filters": 5}}
+    cnn = FakeNewsNet.from_config(embedding, NetConfig.from_settings(embedding.dim, settings, head))
+    with pytest.raises(ValueError, match="bag model"):
+        cnn.lean_probabilities(ids, offsets)
+    assert Classifier(cnn, ("Fake", "True")).predict_proba(["a b c"]).shape == (1, 2)
+
+
 def test_from_config_refuses_another_embedding_width(embedding: HubEmbedding) -> None:
     with pytest.raises(ValueError, match="dim"):
         FakeNewsNet.from_config(embedding, NetConfig(embedding.dim + 1))

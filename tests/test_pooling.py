@@ -15,7 +15,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fakenews_pl.hub.pooling import COMBINERS, head_lengths, make_plan, pool_bags, pool_with_plan
+from fakenews_pl.hub.pooling import (
+    COMBINERS,
+    head_length,
+    head_lengths,
+    make_plan,
+    pool_bags,
+    pool_lists,
+    pool_with_plan,
+)
 
 VOCAB, DIM = 6000, 48
 # Bag lengths: the head/block edge cases, empty bags (first, middle, last), and long bags.
@@ -236,6 +244,7 @@ def test_head_lengths() -> None:
     n = np.arange(200)
     expected = [k if k < 10 else {0: 8, 1: 9}.get(k & 7, k & 7) for k in n.tolist()]
     assert head_lengths(n).tolist() == expected
+    assert [head_length(k) for k in n.tolist()] == expected
     assert ((n - head_lengths(n)) % 8 == 0).all()
 
 
@@ -262,3 +271,28 @@ def test_edge_cases() -> None:
     one = torch.zeros(1, dtype=torch.long)
     with pytest.raises(ValueError, match="combiner"):
         pool_bags(weight, one, one, "max")
+
+
+def _bits(t: torch.Tensor) -> np.ndarray:
+    return t.numpy().view(f"u{t.element_size()}")
+
+
+@pytest.mark.parametrize("combiner", COMBINERS)
+@pytest.mark.parametrize("table", [_table, _table64], ids=["float32", "float64"])
+def test_pool_lists_equals_pool_bags_bit_for_bit(combiner: str, table) -> None:
+    """The lean path's pooling against `pool_bags`: one bag of every length to 300 (each head
+    length and block count), the order-sensitive bag, and a few bags at once, short, long,
+    mixed and empty."""
+    weight = torch.from_numpy(table())
+
+    def check(ids: np.ndarray, offsets: np.ndarray) -> None:
+        expected = pool_bags(weight, torch.from_numpy(ids), torch.from_numpy(offsets), combiner)
+        got = pool_lists(weight, ids.tolist(), offsets.tolist(), combiner)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert np.array_equal(_bits(got), _bits(expected)), (combiner, offsets.tolist())
+
+    for n in range(301):
+        check(*_bags([n], seed=n))
+    check(_crafted_bag(), np.zeros(1, np.int64))
+    for lengths in ([1, 2, 9], [10, 300], [3, 12], [0], [0, 0, 3], LENGTHS[:16], LENGTHS[-8:]):
+        check(*_bags(lengths, seed=len(lengths)))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 import farmhash
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from support.texts import RECIPE_KINDS, REGRESSIONS, batches, padded
+from support.texts import VOCAB as PROPERTY_VOCAB
 
-from fakenews_pl.hub.tokenizer import HubTokenizer, TextRecipe
+from fakenews_pl.hub.tokenizer import SMALL_BATCH, HubTokenizer, TextRecipe
 
 VOCAB = ["a", "b", "c", "Hello"]
 
@@ -81,3 +86,49 @@ def test_recipe_round_trips_and_rejects_nonsense():
         TextRecipe(steps=({"op": "strip"},))
     with pytest.raises(ValueError, match="encoding"):
         TextRecipe(steps=({"op": "lower", "encoding": "latin-1"},))
+
+
+def test_non_string_text_is_refused_alike_by_the_lean_path():
+    tok = HubTokenizer(VOCAB, 1, TextRecipe())
+    with pytest.raises(TypeError, match=r"text 2 is float nan, expected str"):
+        tok.encode_few(["a", "b", float("nan")])
+    with pytest.raises(TypeError, match="single str"):
+        tok.encode_few("a b")
+    for encode in (tok.encode, tok.encode_few):  # a lone surrogate is not UTF-8
+        with pytest.raises(UnicodeEncodeError):
+            encode(["a", "b\ud800"])
+
+
+# What the module's vocabulary holds: the property texts' vocabulary, with and without OOV
+# buckets (thousands: a wrong token would seldom hash to the right id).
+LEAN_BUCKETS = {"oov-buckets": 4099, "no-buckets": 0}
+
+
+@functools.cache
+def _tokenizer(recipe: str, buckets: str) -> HubTokenizer:
+    return HubTokenizer(PROPERTY_VOCAB, LEAN_BUCKETS[buckets], RECIPE_KINDS[recipe])
+
+
+@pytest.mark.parametrize("buckets", list(LEAN_BUCKETS))
+@pytest.mark.parametrize("recipe", list(RECIPE_KINDS))
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(texts=batches)
+@example(texts=["", " ", "a  b ", " \t,", "\x1c\x85\xa0 x\ty"])
+@example(texts=REGRESSIONS[0])
+@example(texts=REGRESSIONS[2])
+def test_encode_few_gives_encodes_ids_and_offsets(recipe, buckets, texts):
+    """The lean tokenizer against both engines of `encode`: per text (the few texts as given)
+    and Arrow's (padded to SMALL_BATCH), on the property-test texts, for each kind of recipe."""
+    tok = _tokenizer(recipe, buckets)
+    ids, offsets = tok.encode(texts)
+    assert tok.encode_few(texts) == (ids.tolist(), offsets.tolist())
+    big = padded(texts)
+    assert len(big) == SMALL_BATCH
+    ids, offsets = tok.encode(big)
+    assert tok.encode_few(big) == (ids.tolist(), offsets.tolist())

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fakenews_pl.hub import artifact
-from fakenews_pl.hub.pooling import COMBINERS, pool_bags
+from fakenews_pl.hub.pooling import COMBINERS, pool_bags, pool_lists
 from fakenews_pl.hub.tokenizer import HubTokenizer
 
 TABLE_DTYPES = (torch.float32, torch.float64)  # others are stored as float32
@@ -114,6 +114,11 @@ class HubEmbedding(nn.Module):
         if offsets is None:
             return F.embedding(ids, self.bag.weight, sparse=self.bag.sparse)
         return pool_bags(self.bag.weight, ids, offsets, self.combiner, sparse=self.bag.sparse)
+
+    def pool_lists(self, ids: list[int], offsets: list[int]) -> torch.Tensor:
+        """`forward` of a few bags given as lists (`tokenizer.encode_few`), in evaluation: the
+        same (B, D) vectors without the numpy plan (`pooling.pool_lists`)."""
+        return pool_lists(self.bag.weight, ids, offsets, self.combiner)
 
     def encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts -> (ids, offsets) tensors for `forward`."""

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fakenews_pl.data.batches import epoch_seed
@@ -129,6 +130,15 @@ class DenseHead(nn.Sequential):
         for layer in self:
             x = layer(x, next(masks, None)) if isinstance(layer, StreamDropout) else layer(x)
         return x.squeeze(-1)
+
+    def eval_logits(self, x: Tensor) -> Tensor:
+        """(B, D) -> (B,) logits in evaluation (no dropout), bit for bit `forward`'s: the same
+        `F.linear` and ReLU calls on the layers' parameters, without `nn.Module.__call__`
+        around each of the six layers (~15 us of a single text's ~0.13 ms `predict_proba`)."""
+        *hidden, last = self.linears
+        for layer in hidden:
+            x = F.linear(x, layer.weight, layer.bias).relu_()
+        return F.linear(x, last.weight, last.bias).squeeze(-1)
 
     def stepper(self) -> HeadStep:
         """A `HeadStep` over the current parameters (build one per epoch)."""

@@ -147,3 +147,14 @@ class FakeNewsNet(nn.Module):
     def probabilities(self, ids: Tensor, offsets: Tensor) -> Tensor:
         """(T,) ids, (B,) offsets -> (B,) float32 probability of class 1 (evaluation)."""
         return torch.sigmoid(self(ids, offsets)).float()
+
+    @torch.no_grad()
+    def lean_probabilities(self, ids: list[int], offsets: list[int]) -> Tensor:
+        """`probabilities` of a few bags given as lists (`HubTokenizer.encode_few`), for the bag
+        model: the same (B,) float32, bit for bit, by the same ops without the batch machinery
+        (`HubEmbedding.pool_lists`, `DenseHead.eval_logits`). Evaluation only (no dropout)."""
+        if self.encoder is not None:
+            raise ValueError(f"the lean path is the bag model's, not {self.config.encoder}'s")
+        features = self.embedding.pool_lists(ids, offsets)  # (B, D)
+        logits = self.head.eval_logits(features.to(self.head[0].weight.dtype))
+        return torch.sigmoid(logits).float()
