@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hypothesis import HealthCheck, example, given, settings
-from support.texts import RECIPE_KINDS, batches
+from hypothesis import example, given
+from support.texts import RECIPE_KINDS, batches, property_settings
 from support.texts import VOCAB as PROPERTY_VOCAB
 
 from fakenews_pl import Classifier
@@ -121,13 +121,7 @@ def lean_models() -> dict[str, Classifier]:
 
 
 @pytest.mark.parametrize("name", list(LEAN_MODELS))
-@settings(
-    max_examples=25,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@property_settings(25)
 @given(texts=batches)
 @example(texts=["", "the news"])
 @example(texts=["the news fake " * 3, "ok " * 17, "the, news, fake, " * 25])

@@ -35,9 +35,11 @@ def test_serve_py_threads_run_the_model_on_that_many_threads(
     (it used to be reset to 1 around each one), whatever the process's count is."""
     import httpx
 
+    from fakenews_pl.serving import server
+
     serve = root_script("serve")
     apps = []
-    monkeypatch.setattr(serve.server, "serve", lambda app, *args, **kwargs: apps.append(app))
+    monkeypatch.setattr(server, "serve", lambda app, *args, **kwargs: apps.append(app))
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("serve", overrides=[f"ckpt_path={exported_bundle}", f"threads={count}"])
     torch.set_num_threads(3)
@@ -45,20 +47,25 @@ def test_serve_py_threads_run_the_model_on_that_many_threads(
         serve.serve(cfg)
         (app,) = apps
         seen = []
-        predictor = app.state.predictor
-        predictor.net.head.register_forward_pre_hook(
-            lambda *_: seen.append(torch.get_num_threads())
+        net = app.state.predictor.net
+        # The batch path calls the head as a module; the lean path (a few texts) its function.
+        net.head.register_forward_pre_hook(
+            lambda *_: seen.append(("batch", torch.get_num_threads()))
         )
+        eval_logits = net.head.eval_logits
+        monkeypatch.setattr(net.head, "eval_logits", lambda x: (
+            seen.append(("lean", torch.get_num_threads())), eval_logits(x))[1])  # fmt: skip
         transport = httpx.ASGITransport(app=app)
 
-        async def post() -> httpx.Response:
+        async def post(texts: list[str]) -> httpx.Response:
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
-                return await c.post("/predict", json={"texts": ["a headline", "another"]})
+                return await c.post("/predict", json={"texts": texts})
 
         import asyncio
 
-        response = asyncio.run(post())
-        assert response.status_code == 200, response.text
-        assert seen and set(seen) == {count}
+        for texts in (["a headline", "another"], [f"headline {i}" for i in range(12)]):
+            response = asyncio.run(post(texts))
+            assert response.status_code == 200, response.text
+        assert seen == [("lean", count), ("batch", count)]
     finally:
         torch.set_num_threads(2)

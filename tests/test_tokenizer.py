@@ -7,8 +7,8 @@ import functools
 import farmhash
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from support.texts import RECIPE_KINDS, REGRESSIONS, batches, padded
+from hypothesis import example, given
+from support.texts import RECIPE_KINDS, REGRESSIONS, batches, padded, property_settings
 from support.texts import VOCAB as PROPERTY_VOCAB
 
 from fakenews_pl.hub.tokenizer import SMALL_BATCH, HubTokenizer, TextRecipe
@@ -111,13 +111,7 @@ def _tokenizer(recipe: str, buckets: str) -> HubTokenizer:
 
 @pytest.mark.parametrize("buckets", list(LEAN_BUCKETS))
 @pytest.mark.parametrize("recipe", list(RECIPE_KINDS))
-@settings(
-    max_examples=25,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@property_settings(25)
 @given(texts=batches)
 @example(texts=["", " ", "a  b ", " \t,", "\x1c\x85\xa0 x\ty"])
 @example(texts=REGRESSIONS[0])

@@ -22,8 +22,15 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from hypothesis import HealthCheck, example, given, settings  # noqa: E402
-from support.texts import ASSIGNED, REGRESSIONS, VOCAB, batches, padded  # noqa: E402
+from hypothesis import example, given  # noqa: E402
+from support.texts import (  # noqa: E402
+    ASSIGNED,
+    REGRESSIONS,
+    VOCAB,
+    batches,
+    padded,
+    property_settings,
+)
 from test_convert import RECIPES  # noqa: E402  (the recipes the converter supports)
 
 from fakenews_pl.hub.convert import convert  # noqa: E402
@@ -102,13 +109,7 @@ def _assert_ids_equal(tokenizer: HubTokenizer, texts: list[str], ids, rows, engi
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
-@settings(
-    max_examples=50,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@property_settings(50)
 @given(texts=batches)
 @example(texts=REGRESSIONS[0])
 @example(texts=REGRESSIONS[1])

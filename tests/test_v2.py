@@ -3,6 +3,7 @@ a client written by others, against a real server on a free port of 127.0.0.1.""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -102,9 +103,76 @@ def test_bad_tensors_get_the_protocols_error_object(
         client.get_model_metadata("other")
 
 
-def test_binary_tensors_are_refused_in_one_line(served: dict) -> None:
+@pytest.mark.parametrize(("binary_in", "binary_out"), [(True, True), (True, False), (False, True)])
+def test_binary_tensors_infer_what_json_tensors_do_bit_for_bit(
+    served: dict, binary_in: bool, binary_out: bool
+) -> None:
+    """tritonclient's default (binary input and outputs) and each half of it, against the
+    JSON tensors' answer: the same float32 bits, the same labels."""
     client = httpclient.InferenceServerClient(served["url"])
-    tensor = httpclient.InferInput("text", [1], "BYTES")
-    tensor.set_data_from_numpy(np.array(["a"], dtype=object), binary_data=True)
-    with pytest.raises(Exception, match="binary tensor data is not served"):
-        client.infer("fakenews", [tensor])
+    texts = [*served["texts"], "", "ünïcode ✓ text"]
+    tensor = httpclient.InferInput("text", [len(texts)], "BYTES")
+    tensor.set_data_from_numpy(np.array(texts, dtype=object), binary_data=binary_in)
+    wanted = [
+        httpclient.InferRequestedOutput(name, binary_data=binary_out)
+        for name in ("probabilities", "label")
+    ]
+    result = client.infer("fakenews", [tensor], outputs=wanted)
+    reference = _infer(client, texts)
+    assert result.as_numpy("probabilities").dtype == np.float32
+    assert np.array_equal(
+        result.as_numpy("probabilities").view(np.uint32),
+        reference.as_numpy("probabilities").view(np.uint32),
+    )
+    labels = [x.decode() if isinstance(x, bytes) else str(x) for x in result.as_numpy("label")]
+    assert labels == served["classifier"].predict(texts)
+    outputs = result.get_response()["outputs"]
+    assert all(("data" in o) != binary_out for o in outputs)
+    assert client.get_server_metadata()["extensions"] == ["binary_tensor_data"]
+
+
+def _binary_body(texts: list[bytes], declared: int | None = None, extra: bytes = b"") -> tuple:
+    blob = b"".join(len(t).to_bytes(4, "little") + t for t in texts) + extra
+    head = json.dumps({"inputs": [{
+        "name": "text", "datatype": "BYTES", "shape": [len(texts)],
+        "parameters": {"binary_data_size": len(blob) if declared is None else declared},
+    }]}).encode()  # fmt: skip
+    return head + blob, {"Inference-Header-Content-Length": str(len(head))}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (_binary_body([b"ok", b"\xff\xfe"]), "inputs[0].data[1]: not UTF-8 at byte 0"),
+        (
+            _binary_body([b"ok"], extra=b"xx"),
+            "inputs[0]: 2 bytes of binary data after its 1 elements",
+        ),
+        (
+            _binary_body([b"ok"], declared=3),
+            "inputs[0].parameters.binary_data_size: 3, but 6 bytes follow the JSON part",
+        ),
+        (
+            (b'{"inputs": []}', {"Inference-Header-Content-Length": "999"}),
+            "Inference-Header-Content-Length: '999', expected the length of the JSON part, "
+            "at most the body's 14 bytes",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_binary_tensors_get_one_line_naming_the_element(
+    served: dict, body: tuple, message: str
+) -> None:
+    content, headers = body
+    answer = httpx.post(
+        f"http://{served['url']}/v2/models/fakenews/infer", content=content, headers=headers
+    )
+    assert (answer.status_code, answer.json()) == (400, {"error": message})
+
+
+def test_a_lying_element_length_is_refused(served: dict) -> None:
+    content, headers = _binary_body([b"ok"])
+    content = content[: -len(b"ok") - 4] + (99).to_bytes(4, "little") + b"ok"
+    answer = httpx.post(
+        f"http://{served['url']}/v2/models/fakenews/infer", content=content, headers=headers
+    )
+    assert answer.json() == {"error": "inputs[0]: binary element 0 says 99 bytes, 2 follow"}

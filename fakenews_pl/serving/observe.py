@@ -96,8 +96,11 @@ def _route(scope: Scope) -> str:
     return getattr(route, "path", None) or "(no route)"
 
 
-def _texts(body: bytes) -> int | None:
-    """How many texts a prediction request carried (`texts`, or a v2 `text` tensor's data)."""
+def _texts(body: bytes, json_length: bytes | None = None) -> int | None:
+    """How many texts a prediction request carried (`texts`, or a v2 `text` tensor's data or
+    shape); `json_length`: the binary extension's Inference-Header-Content-Length."""
+    if json_length is not None and json_length.isdigit():
+        body = body[: int(json_length)]
     try:
         decoded = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -106,8 +109,11 @@ def _texts(body: bytes) -> int | None:
         return len(decoded["texts"])
     inputs = decoded.get("inputs") if isinstance(decoded, dict) else None
     if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):
-        data = inputs[0].get("data")
-        return len(data) if isinstance(data, list) else None
+        data, shape = inputs[0].get("data"), inputs[0].get("shape")
+        if isinstance(data, list):
+            return len(data)
+        if isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], int):
+            return shape[0]  # binary data
     return None
 
 
@@ -161,7 +167,8 @@ class Observe:
         route = _route(scope)
         self.metrics.requests.labels(route, scope["method"], str(status)).inc()
         self.metrics.latency.labels(route).observe(seconds)
-        texts = _texts(body) if scope["method"] == "POST" and body else None
+        json_length = dict(scope["headers"]).get(b"inference-header-content-length")
+        texts = _texts(body, json_length) if scope["method"] == "POST" and body else None
         if texts is not None and status < 400:  # texts answered, not texts refused
             self.metrics.texts.labels(route).observe(texts)
         if self.access_log:

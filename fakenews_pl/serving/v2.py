@@ -6,23 +6,36 @@ and their clients speak) beside the server's own routes:
     GET  /v2/models/{name}, /v2/models/{name}/ready
          metadata: input `text` BYTES [-1]; outputs `probabilities` FP32 [-1, 2] (columns in
          class order) and `label` BYTES [-1]
-    POST /v2/models/{name}/infer                  JSON tensors in, JSON tensors out
+    POST /v2/models/{name}/infer                  tensors in, tensors out: JSON, or with the
+                                                  binary tensor data extension
 
 An inference runs the same function as `POST /predict` (`respond`), so its probabilities are
 the same float32 values. Errors are the protocol's error object, `{"error": "<one line>"}`,
-which is the server's own. The binary tensor extension is refused in one line (JSON only).
+which is the server's own.
+
+The binary tensor data extension (what `tritonclient` sends by default): the request's
+`Inference-Header-Content-Length` header gives the length of its JSON part; the `text`
+tensor's elements may follow it as bytes (its `parameters.binary_data_size`: each element a
+4-byte little-endian length, then its UTF-8 bytes). An output asked for with
+`parameters.binary_data` (or every output, with the request's `binary_data_output`) comes back
+as bytes after the JSON part (`probabilities` as little-endian float32, `label` as BYTES), the
+response's `Inference-Header-Content-Length` saying where its JSON ends.
 """
 
+import json
+import struct
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 INPUT = "text"
 OUTPUTS = ("probabilities", "label")
 # The binary extension announces itself with this header (its JSON part's length).
 BINARY_HEADER = "inference-header-content-length"
+BINARY_EXTENSION = "binary_tensor_data"
 
 
 class TensorError(ValueError):
@@ -48,9 +61,56 @@ def metadata(name: str, class_names: list[str]) -> dict[str, Any]:
     }
 
 
-def read_texts(body: Any, max_texts: int, max_text_chars: int) -> tuple[list[str], list[str]]:
-    """(texts, outputs asked for) of an infer request body, or a `TensorError` naming the field:
-    exactly one input `text`, datatype BYTES, shape [N] with N strings, within the limits."""
+def split_body(raw: bytes, header_length: str | None) -> tuple[Any, bytes]:
+    """(the JSON part decoded, the binary rest) of an infer request body; without the binary
+    extension's header the whole body is JSON. A `TensorError` naming what is wrong."""
+    if header_length is None:
+        json_part, rest = raw, b""
+    else:
+        if not header_length.isdigit() or int(header_length) > len(raw):
+            raise TensorError(
+                400, f"Inference-Header-Content-Length: {header_length!r}, expected the length "
+                f"of the JSON part, at most the body's {len(raw):,} bytes"
+            )  # fmt: skip
+        json_part, rest = raw[: int(header_length)], raw[int(header_length) :]
+    try:
+        return json.loads(json_part), rest
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TensorError(400, f"body: malformed JSON: {exc}") from None
+
+
+def _binary_elements(blob: bytes, count: int) -> list[str]:
+    """`count` BYTES elements (4-byte little-endian length, then the bytes) decoded as UTF-8,
+    filling `blob` exactly, or a `TensorError` naming the element."""
+    texts, at = [], 0
+    for i in range(count):
+        if at + 4 > len(blob):
+            raise TensorError(400, f"inputs[0]: binary data ends before element {i} of {count}")
+        (size,) = struct.unpack_from("<I", blob, at)
+        element = blob[at + 4 : at + 4 + size]
+        if len(element) != size:
+            raise TensorError(
+                400, f"inputs[0]: binary element {i} says {size:,} bytes, {len(element):,} follow"
+            )  # fmt: skip
+        try:
+            texts.append(element.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise TensorError(400, f"inputs[0].data[{i}]: not UTF-8 at byte {exc.start}") from None
+        at += 4 + size
+    if at != len(blob):
+        raise TensorError(
+            400, f"inputs[0]: {len(blob) - at:,} bytes of binary data after its {count} elements"
+        )  # fmt: skip
+    return texts
+
+
+def read_texts(
+    body: Any, max_texts: int, max_text_chars: int, binary: bytes = b""
+) -> tuple[list[str], list[tuple[str, bool]]]:
+    """(texts, [(output name, as binary)] asked for) of an infer request, or a `TensorError`
+    naming the field: exactly one input `text`, datatype BYTES, shape [N] with N strings (JSON
+    `data`, or `binary` after the JSON part, `parameters.binary_data_size` long), within the
+    limits."""
     if not isinstance(body, dict):
         raise TensorError(400, "body: expected a JSON object with `inputs`")
     inputs = body.get("inputs")
@@ -63,11 +123,25 @@ def read_texts(body: Any, max_texts: int, max_text_chars: int) -> tuple[list[str
         raise TensorError(
             400, f"inputs[0].datatype: expected BYTES, got {tensor.get('datatype')!r}"
         )
-    if "data" not in tensor:
-        raise TensorError(400, "inputs[0].data: missing (binary tensors are not served: JSON only)")
-    data, shape = tensor["data"], tensor.get("shape")
-    if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
-        raise TensorError(400, "inputs[0].data: expected a list of strings")
+    shape = tensor.get("shape")
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if "data" in tensor:
+        data = tensor["data"]
+        if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
+            raise TensorError(400, "inputs[0].data: expected a list of strings")
+    elif size is None:
+        raise TensorError(400, "inputs[0].data: missing, and no parameters.binary_data_size")
+    elif size != len(binary):
+        raise TensorError(
+            400, f"inputs[0].parameters.binary_data_size: {size!r}, but {len(binary):,} bytes "
+            "follow the JSON part"
+        )  # fmt: skip
+    elif not (isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], int)):
+        raise TensorError(400, f"inputs[0].shape: {shape}, expected [N] for N texts")
+    elif shape[0] > max_texts:
+        data = [""] * shape[0]  # refused below, before any is decoded
+    else:
+        data = _binary_elements(binary, shape[0])
     if shape != [len(data)]:
         raise TensorError(400, f"inputs[0].shape: {shape}, expected [{len(data)}] for its data")
     if len(data) > max_texts:
@@ -81,12 +155,22 @@ def read_texts(body: Any, max_texts: int, max_text_chars: int) -> tuple[list[str
                 400, f"inputs[0].data[{i}]: {len(text):,} characters, at most "
                 f"{max_text_chars:,} per text"
             )  # fmt: skip
+    all_binary = (body.get("parameters") or {}).get("binary_data_output") is True
     wanted = body.get("outputs") or [{"name": name} for name in OUTPUTS]
-    names = [o.get("name") if isinstance(o, dict) else o for o in wanted]
-    unknown = [n for n in names if n not in OUTPUTS]
-    if unknown:
-        raise TensorError(400, f"outputs: {unknown[0]!r} is not an output; expected {OUTPUTS}")
-    return data, names
+    outputs = []
+    for output in wanted:
+        name = output.get("name") if isinstance(output, dict) else output
+        if name not in OUTPUTS:
+            raise TensorError(400, f"outputs: {name!r} is not an output; expected {OUTPUTS}")
+        parameters = (output.get("parameters") if isinstance(output, dict) else None) or {}
+        outputs.append((name, parameters.get("binary_data", all_binary) is True))
+    return data, outputs
+
+
+def _bytes_tensor(values: list[str]) -> bytes:
+    """BYTES elements as the binary extension lays them out."""
+    encoded = [v.encode("utf-8") for v in values]
+    return b"".join(struct.pack("<I", len(e)) + e for e in encoded)
 
 
 def add_routes(
@@ -119,8 +203,10 @@ def add_routes(
 
     @app.get("/v2")
     async def server_metadata() -> JSONResponse:
-        """The server's name and the protocol extensions it serves (none)."""
-        return JSONResponse({"name": "fakenews_pl", "version": "1", "extensions": []})
+        """The server's name and the protocol extensions it serves."""
+        return JSONResponse(
+            {"name": "fakenews_pl", "version": "1", "extensions": [BINARY_EXTENSION]}
+        )
 
     @app.get("/v2/models/{model}")
     async def model_metadata(model: str) -> JSONResponse:
@@ -133,36 +219,48 @@ def add_routes(
         return JSONResponse({"name": name, "ready": True}) if model == name else unknown(model)
 
     @app.post("/v2/models/{model}/infer")
-    async def infer(model: str, request: Request) -> JSONResponse:
+    async def infer(model: str, request: Request) -> Response:
         """Probabilities and labels of the `text` tensor's strings."""
         if model != name:
             return unknown(model)
-        if BINARY_HEADER in request.headers:
-            message = "binary tensor data is not served: send JSON tensors (binary_data=False)"
-            return JSONResponse({"error": message}, status_code=400)
         try:
-            body = await request.json()
-        except ValueError as exc:
-            return JSONResponse({"error": f"body: malformed JSON: {exc}"}, status_code=400)
-        try:
-            texts, wanted = read_texts(body, max_texts, max_text_chars)
+            body, binary = split_body(await request.body(), request.headers.get(BINARY_HEADER))
+            texts, wanted = read_texts(body, max_texts, max_text_chars, binary)
         except TensorError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         predictions = respond(texts)["predictions"] if texts else []
         probabilities = [
             value for p in predictions for value in (p["probabilities"][c] for c in class_names)
         ]
+        labels = [p["label"] for p in predictions]
         tensors = {
             "probabilities": {
                 "name": "probabilities", "datatype": "FP32",
                 "shape": [len(texts), len(class_names)], "data": probabilities,
             },
-            "label": {
-                "name": "label", "datatype": "BYTES", "shape": [len(texts)],
-                "data": [p["label"] for p in predictions],
-            },
+            "label": {"name": "label", "datatype": "BYTES", "shape": [len(texts)], "data": labels},
         }  # fmt: skip
-        answer = {"model_name": name, "model_version": "1", "outputs": [tensors[n] for n in wanted]}
+        blobs = {
+            # The JSON decimals are the float32 values' shortest forms: the same bits.
+            "probabilities": lambda: np.asarray(probabilities, dtype="<f4").tobytes(),
+            "label": lambda: _bytes_tensor(labels),
+        }
+        outputs, tail = [], []
+        for output, as_binary in wanted:
+            tensor = dict(tensors[output])
+            if as_binary:
+                tail.append(blobs[output]())
+                del tensor["data"]
+                tensor["parameters"] = {"binary_data_size": len(tail[-1])}
+            outputs.append(tensor)
+        answer = {"model_name": name, "model_version": "1", "outputs": outputs}
         if isinstance(body.get("id"), str):
             answer["id"] = body["id"]
-        return JSONResponse(answer)
+        if not tail:
+            return JSONResponse(answer)
+        head = json.dumps(answer, separators=(",", ":")).encode("utf-8")
+        return Response(
+            head + b"".join(tail),
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(len(head))},
+        )

@@ -14,6 +14,7 @@ import math
 import unicodedata
 from collections.abc import Sequence
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from fakenews_pl.hub.hub_module import exporter_recipe
@@ -199,3 +200,15 @@ RECIPE_KINDS = {
     ),
     "no_fill": TextRecipe(split="whitespace", empty_row_token=None),
 }
+
+
+def property_settings(max_examples: int) -> settings:
+    """Hypothesis settings of the property tests over these texts: a fixed set of examples
+    (derandomized, no example database), no deadline, big batches allowed."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
