@@ -175,11 +175,11 @@ class CheckpointTimer(Callback):
 
 def code_state() -> str:
     """A fingerprint of the code being measured (the package and its configs change often):
-    sha256 over fakenews_pl/*.py, conf/**/*.yaml and train.py, and the newest file's time."""
+    sha256 over fakenews_pl/**/*.py, conf/**/*.yaml and train.py, and the newest file's time."""
     import hashlib
 
     files = sorted(
-        [*(REPO / "fakenews_pl").glob("*.py"), *(REPO / "conf").rglob("*.yaml"), REPO / "train.py"]
+        [*(REPO / "fakenews_pl").rglob("*.py"), *(REPO / "conf").rglob("*.yaml"), REPO / "train.py"]
     )
     digest = hashlib.sha256()
     for f in files:
