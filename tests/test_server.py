@@ -428,6 +428,20 @@ def test_two_workers_serve_share_the_table_add_up_metrics_and_stop_on_sigterm(
         assert f"{counted} {sent}.0" in metrics, metrics
         # Both map the table's file and neither has copied a page of it.
         assert [_private_dirty_kb(pid, table) for pid in workers] == [0, 0]
+        # A worker that stops is replaced, and its exit leaves the others' metrics (and the
+        # directory they live in) as they were: the one request more is counted with the rest.
+        os.kill(workers[0], signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            now = _children(s.proc.pid)
+            if len(now) == 2 and workers[0] not in now:
+                break
+            time.sleep(0.1)
+        assert len(now) == 2 and workers[0] not in now, s.tail()
+        assert np.array_equal(served(0), expected)
+        metrics = httpx.get(f"{s.url}/metrics").text
+        assert f"{counted} {sent + 1}.0" in metrics, metrics
+        workers = now
         s.proc.send_signal(signal.SIGTERM)
         assert s.proc.wait(timeout=15) == 0, s.tail()
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)

@@ -712,10 +712,21 @@ def _serve_workers(
     # the pages of the objects made so far, the vocabulary's among them.
     gc.collect()
     gc.freeze()
+    parent = os.getpid()
     try:
         Application().run()
-    except SystemExit as exc:  # the arbiter ends with sys.exit; 0 once every worker stopped
-        if exc.code not in (0, None):
+    except BaseException as exc:
+        if os.getpid() != parent:
+            # A worker that returns from gunicorn's loop (one whose server could not start, for
+            # one; a stopped worker dies of its signal) raises SystemExit in the fork, up
+            # through this process's stack: it ends here, before serve.py's code after `serve`
+            # (the metrics directory's removal, Hydra's end of job) runs in a worker.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            code = exc.code if isinstance(exc, SystemExit) else 1
+            os._exit(code if isinstance(code, int) else 1)
+        # The arbiter itself ends with sys.exit: 0 once every worker has stopped.
+        if not (isinstance(exc, SystemExit) and exc.code in (0, None)):
             raise
     finally:
         gc.unfreeze()
