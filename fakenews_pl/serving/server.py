@@ -666,10 +666,15 @@ def _serve_workers(
             "access_log": False, "lifespan": "off", "timeout_graceful_shutdown": shutdown_grace_s,
         }  # fmt: skip
 
-        async def _serve(self) -> None:  # uvicorn-worker's, with the graceful server above
+        async def _serve(self) -> None:
+            """uvicorn-worker's, with the graceful server above, which SIGQUIT (the arbiter's
+            quick stop, after a SIGINT to it) stops too: uvicorn-worker's own SIGQUIT handler
+            only marks the gunicorn worker, which uvicorn never reads."""
             self.config.app = self.wsgi
             server = _graceful_server()(config=self.config)
-            self._install_sigquit_handler()
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGQUIT, server.handle_exit, signal.SIGQUIT, None
+            )
             await server.serve(sockets=self.sockets)
             if not server.started:
                 sys.exit(Arbiter.WORKER_BOOT_ERROR)
