@@ -10,6 +10,7 @@ import os
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
+from types import ModuleType
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
@@ -39,6 +40,12 @@ def serve(cfg: DictConfig) -> None:
 def _serve(cfg: DictConfig) -> None:
     from fakenews_pl.serving import server
 
+    # A signal while the model loads ends it quietly too (status 0), as one while it serves.
+    with server.until_stopped():
+        _load_and_serve(cfg, server)
+
+
+def _load_and_serve(cfg: DictConfig, server: ModuleType) -> None:
     config.check_checkpoint_and_device(cfg, is_model_dir)
     limits = {key: cfg[key] for key in LIMITS}
     hosts = cfg.allowed_hosts

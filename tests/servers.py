@@ -3,7 +3,9 @@ waited for until it answers (test_server.py, test_predictors.py, test_v2.py, pos
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -43,7 +45,7 @@ def free_port() -> int:
 @contextmanager
 def serving(args: list[str], log: Path, port: int, timeout: float = 120) -> Iterator[Server]:
     """Start `python args...` in the repository root, wait until GET /health answers, and kill
-    the process at the end whatever happened."""
+    the process and any it started (its process group) at the end whatever happened."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, *args],
@@ -51,6 +53,7 @@ def serving(args: list[str], log: Path, port: int, timeout: float = 120) -> Iter
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PROJECT_ROOT": str(REPO)},
+            start_new_session=True,  # its own process group: its workers, if any, go with it
         )
     server = Server(proc, port, log)
     try:
@@ -65,6 +68,6 @@ def serving(args: list[str], log: Path, port: int, timeout: float = 120) -> Iter
                 time.sleep(0.2)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

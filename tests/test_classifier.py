@@ -51,6 +51,21 @@ def _bits(probabilities: np.ndarray) -> np.ndarray:
     return probabilities.view(np.uint32)
 
 
+@pytest.mark.parametrize("count", [1, LEAN_TEXTS + 1])  # the lean path, the batch path
+def test_what_is_not_a_list_of_texts_is_refused_alike_by_both_paths(run: dict, count) -> None:
+    clf = Classifier.load(run["ckpt"])
+    with pytest.raises(TypeError, match="got a single str"):
+        clf.predict_proba("one headline")  # not its characters as texts
+    with pytest.raises(TypeError, match="got a single str"):
+        clf.explain("one headline")
+    for bad in (None, b"bytes", 3):
+        with pytest.raises(TypeError, match=f"text {count - 1} is {type(bad).__name__} "):
+            clf.predict_proba(["fine"] * (count - 1) + [bad])
+    for size in (0, -1, 1.5):
+        with pytest.raises(ValueError, match=rf"batch_size={size}: expected an integer >= 1"):
+            clf.predict_proba(["fine"] * count, batch_size=size)
+
+
 def test_a_few_texts_take_the_lean_path_bit_for_bit(run: dict, monkeypatch) -> None:
     """Up to LEAN_TEXTS texts are scored without `encode` (the lean path) and give the batch
     path's bits; more texts, or a smaller batch_size, take the batch path."""

@@ -453,6 +453,29 @@ def test_two_workers_serve_share_the_table_add_up_metrics_and_stop_on_sigterm(
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_workers_stop_when_serve_py_is_killed(reference: Classifier, tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) leaves the arbiter no time to stop its workers: they notice
+    their parent is gone and stop themselves, freeing the port."""
+    reference.export(tmp_path / "bundle")
+    port = free_port()
+    args = serve_args(tmp_path / "bundle", port, tmp_path / "logs", "workers=2")
+    with serving(args, tmp_path / "log", port) as s:
+        deadline = time.monotonic() + 30
+        while len(workers := _children(s.proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(workers) == 2, s.tail()
+        s.proc.kill()
+        s.proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in workers):
+            assert time.monotonic() < deadline, f"workers {workers} outlived serve.py"
+            time.sleep(0.1)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # the port is free again
+
+
+@pytest.mark.slow
 def test_a_bad_checkpoint_or_a_taken_port_is_one_line(
     run: dict, server: Server, tmp_path: Path
 ) -> None:

@@ -76,6 +76,9 @@ def test_tritonclient_infers_what_predict_answers_bit_for_bit(served: dict) -> N
     assert only.as_numpy("probabilities") is None and len(only.as_numpy("label")) == 2
 
 
+ONE = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
@@ -90,12 +93,32 @@ def test_tritonclient_infers_what_predict_answers_bit_for_bit(served: dict) -> N
          "inputs[0].data: expected a list of strings"),
         ({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
           "outputs": [{"name": "logits"}]}, 400, "outputs: 'logits' is not an output"),
+        ({**ONE, "outputs": 5}, 400, "outputs: expected a list of objects"),
+        ({**ONE, "outputs": "label"}, 400, "outputs: expected a list of objects"),
+        ({**ONE, "outputs": [{"name": "label"}, {"name": "label"}]}, 400,
+         "outputs: 'label' is asked for twice"),
+        ({**ONE, "outputs": [{"name": "label", "parameters": "x"}]}, 400,
+         "outputs[0].parameters: expected an object"),
+        ({**ONE, "parameters": [1]}, 400, "parameters: expected an object"),
+        ({"inputs": [{**ONE["inputs"][0], "parameters": "x"}]}, 400,
+         "inputs[0].parameters: expected an object"),
+        ({"inputs": [{**ONE["inputs"][0], "data": ["\ud800"]}]}, 400,
+         "inputs[0].data[0]: not valid Unicode (a lone surrogate"),
+        ({"inputs": [{**ONE["inputs"][0], "shape": [True]}]}, 400,
+         "inputs[0].shape: [True], expected [N] for N texts"),
+        # Refused by its shape alone: no list of 10**30 texts is made first.
+        ({"inputs": [{"name": "text", "shape": [10**30], "datatype": "BYTES",
+                      "parameters": {"binary_data_size": 0}}]}, 413,
+         f"inputs[0]: {10**30:,} texts, at most 256 per request"),
     ],
 )  # fmt: skip
 def test_bad_tensors_get_the_protocols_error_object(
     served: dict, body: dict, status: int, message: str
 ) -> None:
-    answer = httpx.post(f"http://{served['url']}/v2/models/fakenews/infer", json=body)
+    answer = httpx.post(  # json.dumps escapes a lone surrogate (httpx's json= cannot send it)
+        f"http://{served['url']}/v2/models/fakenews/infer",
+        content=json.dumps(body), headers={"content-type": "application/json"},
+    )  # fmt: skip
     assert answer.status_code == status
     assert answer.json()["error"].startswith(message)
     client = httpclient.InferenceServerClient(served["url"])
@@ -157,6 +180,12 @@ def _binary_body(texts: list[bytes], declared: int | None = None, extra: bytes =
             "Inference-Header-Content-Length: '999', expected the length of the JSON part, "
             "at most the body's 14 bytes",
         ),
+        (
+            (b'{"inputs": []}', {"Inference-Header-Content-Length": "9" * 5000}),
+            f"Inference-Header-Content-Length: '{'9' * 40}', expected the length of the JSON "
+            "part, at most the body's 14 bytes",
+        ),
+        ((b"[" * 100_000, {}), "body: malformed JSON: nested too deeply"),
     ],
 )  # fmt: skip
 def test_bad_binary_tensors_get_one_line_naming_the_element(

@@ -222,15 +222,14 @@ class HubTokenizer:
 
 
 def _as_arrow(texts: Sequence[str]) -> pa.Array:
+    """The texts as an Arrow array; a `TypeError` naming the first that is not a str (Arrow
+    itself would take None as a null and UTF-8 bytes as text, which `encode_few` refuses)."""
     if isinstance(texts, str):
         raise TypeError("expected a sequence of texts, got a single str")
-    try:
-        return pa.array(texts, type=pa.large_string())
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise _not_a_text(i, text) from None
-        raise
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise _not_a_text(i, text)
+    return pa.array(texts, type=pa.large_string())
 
 
 def _not_a_text(i: int, text: Any) -> TypeError:

@@ -147,7 +147,9 @@ class Classifier(HoldsNet):
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
         """(N, 2) float32 probabilities, columns in `class_names` order."""
-        texts = list(texts)
+        texts = _texts(texts)
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError(f"batch_size={batch_size!r}: expected an integer >= 1")
         if 0 < len(texts) <= min(LEAN_TEXTS, batch_size) and self._lean:
             return self._predict_few(texts)
         return self._predict_batches(texts, batch_size)
@@ -200,7 +202,7 @@ class Classifier(HoldsNet):
             [] if fill is None or tokenizer.token_id(fill) < 0 else [tokenizer.token_id(fill)]
         )
         explained = []
-        for tokens in tokenizer.tokenize(list(texts)):
+        for tokens in tokenizer.tokenize(_texts(texts)):
             pairs = [(t, i) for t in tokens if (i := tokenizer.token_id(t)) >= 0]
             distinct = list(dict.fromkeys(t for t, _ in pairs))
             bags = [[i for _, i in pairs]]
@@ -308,6 +310,13 @@ class Classifier(HoldsNet):
                 rows += len(chunk)
                 advance(len(chunk))
         return rows
+
+
+def _texts(texts: Sequence[str]) -> list[str]:
+    """`texts` as a list; a single str is refused (as a sequence it would be its characters)."""
+    if isinstance(texts, str):
+        raise TypeError("expected a sequence of texts, got a single str (wrap it in a list)")
+    return list(texts)
 
 
 def format_effects(

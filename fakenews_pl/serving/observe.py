@@ -103,7 +103,7 @@ def _texts(body: bytes, json_length: bytes | None = None) -> int | None:
         body = body[: int(json_length)]
     try:
         decoded = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # the route has refused it
         return None
     if isinstance(decoded, dict) and isinstance(decoded.get("texts"), list):
         return len(decoded["texts"])

@@ -24,6 +24,7 @@ An empty `texts` list is valid: 200 with no predictions, the model uncalled.
 """
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import json
@@ -34,7 +35,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -71,6 +72,8 @@ SHUTDOWN_GRACE_S = 10.0  # after SIGTERM, requests still running then get a 503
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 # How often a running explanation checks its deadline and whether its client is still there.
 _POLL_S = 0.02
+# How often a worker checks that its arbiter (its parent process) is still there.
+_ORPHAN_POLL_S = 0.5
 
 
 # ------------------------------------------------------------------------------ settings
@@ -629,13 +632,23 @@ def _serve_one(app: FastAPI, sock: socket.socket, shutdown_grace_s: float, log: 
     """One process: uvicorn on `sock` until SIGTERM or Ctrl-C."""
     server = _graceful_server()(_uvicorn_config(app, shutdown_grace_s, log))
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, restores the handlers it found and then
-    # raises the signal again; with these handlers that ends here, status 0, not a kill.
+    # raises the signal again; with `until_stopped`'s handlers that ends here, status 0.
+    with until_stopped():
+        server.run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def until_stopped() -> Iterator[None]:
+    """Run the block until it ends or SIGTERM / SIGINT arrives; a signal ends it quietly (no
+    KeyboardInterrupt traceback, no death by signal) and the code after the block runs. serve.py
+    loads its model inside one, so a signal while it loads also exits with status 0. Only the
+    main thread can set handlers; elsewhere the block runs as it is."""
     main = threading.current_thread() is threading.main_thread()
     previous = (
         {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
     )
     try:
-        server.run(sockets=[sock])
+        yield
     except _Stopped:
         pass
     finally:
@@ -651,8 +664,9 @@ def _serve_workers(
     (`uvicorn-worker`). The forks share this process's memory copy-on-write and the embedding
     table's pages (a read-only mapping of its safetensors file): an extra worker costs its own
     Python objects only (docs/serving.md, Workers). A worker that dies is replaced; SIGTERM
-    stops them all gracefully (`shutdown_grace_s`, then a kill), SIGINT at once; either way
-    this returns. Metrics add up across the workers when `PROMETHEUS_MULTIPROC_DIR` is set
+    stops them all gracefully (`shutdown_grace_s`, then a kill), and so does SIGINT (the
+    arbiter's SIGQUIT stops a worker's server as SIGTERM does); either way this returns.
+    Workers whose arbiter was killed stop themselves. Metrics add up across the workers when `PROMETHEUS_MULTIPROC_DIR` is set
     (serve.py sets it)."""
     import gc
 
@@ -669,15 +683,25 @@ def _serve_workers(
         async def _serve(self) -> None:
             """uvicorn-worker's, with the graceful server above, which SIGQUIT (the arbiter's
             quick stop, after a SIGINT to it) stops too: uvicorn-worker's own SIGQUIT handler
-            only marks the gunicorn worker, which uvicorn never reads."""
+            only marks the gunicorn worker, which uvicorn never reads. A worker whose arbiter
+            is gone (killed: it could not stop them) stops itself as on SIGTERM."""
             self.config.app = self.wsgi
             server = _graceful_server()(config=self.config)
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGQUIT, server.handle_exit, signal.SIGQUIT, None
             )
-            await server.serve(sockets=self.sockets)
+            watch = asyncio.ensure_future(self._stop_when_orphaned(server))
+            try:
+                await server.serve(sockets=self.sockets)
+            finally:
+                watch.cancel()
             if not server.started:
                 sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
+        async def _stop_when_orphaned(self, server: Any) -> None:
+            while os.getppid() == self.ppid:
+                await asyncio.sleep(_ORPHAN_POLL_S)
+            server.handle_exit(signal.SIGTERM, None)
 
     def child_exit(arbiter: Any, worker: Any) -> None:
         if os.environ.get(observe.MULTIPROC_ENV):

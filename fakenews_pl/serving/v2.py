@@ -67,16 +67,33 @@ def split_body(raw: bytes, header_length: str | None) -> tuple[Any, bytes]:
     if header_length is None:
         json_part, rest = raw, b""
     else:
-        if not header_length.isdigit() or int(header_length) > len(raw):
+        digits = header_length.isascii() and header_length.isdigit() and len(header_length) < 20
+        if not digits or int(header_length) > len(raw):
             raise TensorError(
-                400, f"Inference-Header-Content-Length: {header_length!r}, expected the length "
-                f"of the JSON part, at most the body's {len(raw):,} bytes"
+                400, f"Inference-Header-Content-Length: {header_length[:40]!r}, expected the "
+                f"length of the JSON part, at most the body's {len(raw):,} bytes"
             )  # fmt: skip
         json_part, rest = raw[: int(header_length)], raw[int(header_length) :]
     try:
         return json.loads(json_part), rest
+    except RecursionError:
+        raise TensorError(400, "body: malformed JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise TensorError(400, f"body: malformed JSON: {exc}") from None
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """`value` when it is a JSON object (absent: {}), else a `TensorError` naming `where`."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TensorError(400, f"{where}: expected an object")
+    return value
+
+
+def _count(value: Any) -> bool:
+    """Whether `value` is a JSON integer >= 0 (not a boolean, not 2.0)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _binary_elements(blob: bytes, count: int) -> list[str]:
@@ -110,7 +127,8 @@ def read_texts(
     """(texts, [(output name, as binary)] asked for) of an infer request, or a `TensorError`
     naming the field: exactly one input `text`, datatype BYTES, shape [N] with N strings (JSON
     `data`, or `binary` after the JSON part, `parameters.binary_data_size` long), within the
-    limits."""
+    limits; `outputs` a list of distinct known outputs. N is checked against `max_texts`
+    before any text is read."""
     if not isinstance(body, dict):
         raise TensorError(400, "body: expected a JSON object with `inputs`")
     inputs = body.get("inputs")
@@ -124,46 +142,62 @@ def read_texts(
             400, f"inputs[0].datatype: expected BYTES, got {tensor.get('datatype')!r}"
         )
     shape = tensor.get("shape")
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if not (isinstance(shape, list) and len(shape) == 1 and _count(shape[0])):
+        raise TensorError(400, f"inputs[0].shape: {str(shape)[:40]}, expected [N] for N texts")
+    if shape[0] > max_texts:
+        raise TensorError(
+            413, f"inputs[0]: {shape[0]:,} texts, at most {max_texts} per request; send them in "
+            "several requests"
+        )  # fmt: skip
+    size = _object(tensor.get("parameters"), "inputs[0].parameters").get("binary_data_size")
     if "data" in tensor:
         data = tensor["data"]
         if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
             raise TensorError(400, "inputs[0].data: expected a list of strings")
+        if shape != [len(data)]:
+            raise TensorError(400, f"inputs[0].shape: {shape}, expected [{len(data)}] for its data")
+        for i, text in enumerate(data):
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise TensorError(
+                        400, f"inputs[0].data[{i}]: not valid Unicode (a lone surrogate: "
+                        "\\ud800-\\udfff escapes come in pairs)"
+                    ) from None  # fmt: skip
     elif size is None:
         raise TensorError(400, "inputs[0].data: missing, and no parameters.binary_data_size")
-    elif size != len(binary):
+    elif not _count(size) or size != len(binary):
         raise TensorError(
-            400, f"inputs[0].parameters.binary_data_size: {size!r}, but {len(binary):,} bytes "
-            "follow the JSON part"
+            400, f"inputs[0].parameters.binary_data_size: {str(size)[:40]}, but {len(binary):,} "
+            "bytes follow the JSON part"
         )  # fmt: skip
-    elif not (isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], int)):
-        raise TensorError(400, f"inputs[0].shape: {shape}, expected [N] for N texts")
-    elif shape[0] > max_texts:
-        data = [""] * shape[0]  # refused below, before any is decoded
     else:
         data = _binary_elements(binary, shape[0])
-    if shape != [len(data)]:
-        raise TensorError(400, f"inputs[0].shape: {shape}, expected [{len(data)}] for its data")
-    if len(data) > max_texts:
-        raise TensorError(
-            413, f"inputs[0]: {len(data)} texts, at most {max_texts} per request; send them in "
-            "several requests"
-        )  # fmt: skip
     for i, text in enumerate(data):
         if len(text) > max_text_chars:
             raise TensorError(
                 400, f"inputs[0].data[{i}]: {len(text):,} characters, at most "
                 f"{max_text_chars:,} per text"
             )  # fmt: skip
-    all_binary = (body.get("parameters") or {}).get("binary_data_output") is True
-    wanted = body.get("outputs") or [{"name": name} for name in OUTPUTS]
+    parameters = _object(body.get("parameters"), "parameters")
+    all_binary = parameters.get("binary_data_output") is True
+    wanted = body.get("outputs")
+    if wanted is None:
+        wanted = [{"name": name} for name in OUTPUTS]
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
+        raise TensorError(400, 'outputs: expected a list of objects, e.g. [{"name": "label"}]')
     outputs = []
-    for output in wanted:
-        name = output.get("name") if isinstance(output, dict) else output
+    for i, output in enumerate(wanted):
+        name = output.get("name")
         if name not in OUTPUTS:
-            raise TensorError(400, f"outputs: {name!r} is not an output; expected {OUTPUTS}")
-        parameters = (output.get("parameters") if isinstance(output, dict) else None) or {}
-        outputs.append((name, parameters.get("binary_data", all_binary) is True))
+            raise TensorError(
+                400, f"outputs: {str(name)[:40]!r} is not an output; expected {OUTPUTS}"
+            )
+        if name in (n for n, _ in outputs):
+            raise TensorError(400, f"outputs: {name!r} is asked for twice")
+        options = _object(output.get("parameters"), f"outputs[{i}].parameters")
+        outputs.append((name, options.get("binary_data", all_binary) is True))
     return data, outputs
 
 
