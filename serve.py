@@ -55,6 +55,11 @@ def _load_and_serve(cfg: DictConfig, server: ModuleType) -> None:
         {**settings, "host": cfg.host, "port": cfg.port, "threads": cfg.threads,
          "shutdown_grace_s": cfg.shutdown_grace_s, "workers": cfg.workers}
     )  # fmt: skip
+    if cfg.workers != 1 and str(cfg.device) != "cpu":
+        raise errors.ConfigError(
+            f"workers={cfg.workers} with device={cfg.device}: the workers are forks, and CUDA "
+            "cannot be used in a fork of a process that set it up; use workers=1 or device=cpu"
+        )
     if cfg.workers != 1:
         import torch
 

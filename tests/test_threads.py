@@ -69,3 +69,21 @@ def test_serve_py_threads_run_the_model_on_that_many_threads(
         assert seen == [("lean", count), ("batch", count)]
     finally:
         torch.set_num_threads(2)
+
+
+def test_workers_on_a_gpu_are_refused_before_the_model_loads(
+    exported_bundle: Path, root_script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fakenews_pl.errors import ConfigError
+
+    serve = root_script("serve")
+    loaded = []
+    monkeypatch.setattr(serve, "load_predictor", lambda *args, **kwargs: loaded.append(args))
+    # This machine has no GPU: past the device check, as on one that has.
+    monkeypatch.setattr(serve.config, "check_checkpoint_and_device", lambda *args: None)
+    overrides = [f"ckpt_path={exported_bundle}", "workers=2", "device=cuda"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("serve", overrides=overrides)
+    with pytest.raises(ConfigError, match=r"^workers=2 with device=cuda: the workers are forks"):
+        serve.serve(cfg)
+    assert loaded == []

@@ -666,8 +666,8 @@ def _serve_workers(
     Python objects only (docs/serving.md, Workers). A worker that dies is replaced; SIGTERM
     stops them all gracefully (`shutdown_grace_s`, then a kill), and so does SIGINT (the
     arbiter's SIGQUIT stops a worker's server as SIGTERM does); either way this returns.
-    Workers whose arbiter was killed stop themselves. Metrics add up across the workers when `PROMETHEUS_MULTIPROC_DIR` is set
-    (serve.py sets it)."""
+    Workers whose arbiter was killed stop themselves. Metrics add up across the workers when
+    `PROMETHEUS_MULTIPROC_DIR` is set (serve.py sets it)."""
     import gc
 
     from gunicorn.app.base import BaseApplication
