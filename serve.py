@@ -34,6 +34,7 @@ def serve(cfg: DictConfig) -> None:
             os.environ[MULTIPROC_ENV] = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="fakenews_pl_metrics_")
             )
+            stack.callback(os.environ.pop, MULTIPROC_ENV, None)  # not left naming a removed dir
         _serve(cfg)
 
 

@@ -3,6 +3,7 @@ the model's forward passes."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,10 @@ def test_workers_on_a_gpu_are_refused_before_the_model_loads(
     overrides = [f"ckpt_path={exported_bundle}", "workers=2", "device=cuda"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("serve", overrides=overrides)
+    before = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     with pytest.raises(ConfigError, match=r"^workers=2 with device=cuda: the workers are forks"):
         serve.serve(cfg)
     assert loaded == []
+    # serve.py's metrics directory for its workers is gone, and so is the variable naming it
+    # (processes started later would inherit a directory that no longer exists).
+    assert os.environ.get("PROMETHEUS_MULTIPROC_DIR") == before
