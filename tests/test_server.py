@@ -454,9 +454,14 @@ def test_two_workers_serve_share_the_table_add_up_metrics_and_stop_on_sigterm(
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
-def test_workers_stop_when_serve_py_is_killed(reference: Classifier, tmp_path: Path) -> None:
+def test_workers_stop_when_serve_py_is_killed(
+    reference: Classifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SIGKILL (or the OOM killer) leaves the arbiter no time to stop its workers: they notice
     their parent is gone and stop themselves, freeing the port."""
+    # Nor time to remove its metrics directory: one of the test's own, then.
+    (tmp_path / "metrics").mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
     reference.export(tmp_path / "bundle")
     port = free_port()
     args = serve_args(tmp_path / "bundle", port, tmp_path / "logs", "workers=2")
