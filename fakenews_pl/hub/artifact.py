@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,45 @@ def meta_checksum(meta: dict[str, Any], key: str = META_SHA256) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def read_sealed(
+    path: Path,
+    error: type[UserError],
+    fmt: str,
+    key: str,
+    redo: Callable[[dict[str, Any]], str],
+    older: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The JSON object in `path` that records its own checksum (`meta_checksum` under `key`):
+    meta.json, a bundle's bundle.json, a baseline's baseline.json. Refused as `error`, in one
+    line ending with `redo(content)` (how to write it again), when it is not UTF-8 JSON, not an
+    object, of a format other than `fmt` (one of `older`: a format without the checksum), or
+    its content no longer hashes to the checksum it records. `path` must exist: its callers
+    say what its absence means."""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not valid JSON (not UTF-8 at byte {e.start})") from None
+    if not isinstance(content, dict):
+        raise error(f"{path}: expected a JSON object, found {type(content).__name__}")
+    found = content.get("format")
+    if found in older:
+        raise error(
+            f"{path}: format {found!r} is an older format without a checksum over {path.name} "
+            f"(expected {fmt!r}); {redo(content)}"
+        )
+    if found != fmt:
+        raise error(f"{path}: format is {found!r}, expected {fmt!r} ({redo(content)})")
+    actual, recorded = meta_checksum(content, key), content.get(key)
+    if actual != recorded:
+        raise error(
+            f"{path}: its content hashes to {actual}, not the {key} {recorded} recorded in it "
+            f"when it was written; it was edited since: {redo(content)}"
+        )
+    return content
+
+
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     """meta.json of an artifact directory, checked against its own `meta_sha256`, or an
     `ArtifactError` naming the fix. The table and vocabulary are checked by `verified_meta`."""
@@ -110,26 +149,10 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
             f"{directory} is not a converted embedding: {META_FILE} is missing "
             "(make one with scripts/convert_tfhub.py SOURCE OUT_DIR)"
         )
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-    if not isinstance(meta, dict):
-        raise ArtifactError(f"{path}: expected a JSON object, found {type(meta).__name__}")
-    if meta.get("format") in OLD_FORMATS:
-        raise ArtifactError(
-            f"{path}: format {meta['format']!r} is an older artifact format without a checksum "
-            f"over {META_FILE} (expected {FORMAT!r}); {reconvert_hint(directory, meta)}"
-        )
-    if meta.get("format") != FORMAT:
-        raise ArtifactError(f"{path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
-    actual, recorded = meta_checksum(meta), meta.get(META_SHA256)
-    if actual != recorded:
-        raise ArtifactError(
-            f"{path}: its content hashes to {actual}, not the {META_SHA256} {recorded} recorded "
-            f"in it at conversion; it was edited since, {reconvert_hint(directory, meta)}"
-        )
-    return meta
+    return read_sealed(
+        path, ArtifactError, FORMAT, META_SHA256, lambda meta: reconvert_hint(directory, meta),
+        older=OLD_FORMATS,
+    )  # fmt: skip
 
 
 def verify_checksums(directory: str | os.PathLike, meta: dict[str, Any]) -> None:

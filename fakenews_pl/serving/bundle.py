@@ -129,23 +129,8 @@ def read_info(directory: str | os.PathLike) -> dict[str, Any]:
             f"{directory} is not an exported model: {BUNDLE_FILE} is missing "
             "(make one with scripts/export_model.py CKPT OUT_DIR)"
         )
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        found = info.get("format") if isinstance(info, dict) else type(info).__name__
-        raise BundleError(
-            f"{path}: format is {found!r}, expected {FORMAT!r} (export the model again with "
-            "scripts/export_model.py CKPT OUT_DIR)"
-        )
-    actual, recorded = artifact.meta_checksum(info, BUNDLE_SHA256), info.get(BUNDLE_SHA256)
-    if actual != recorded:
-        raise BundleError(
-            f"{path}: its content hashes to {actual}, not the {BUNDLE_SHA256} {recorded} recorded "
-            "in it at export; it was edited since (export the model again with "
-            "scripts/export_model.py CKPT OUT_DIR)"
-        )
+    redo = "export the model again with scripts/export_model.py CKPT OUT_DIR"
+    info = artifact.read_sealed(path, BundleError, FORMAT, BUNDLE_SHA256, lambda _: redo)
     for key in ("class_names", "head", "sha256"):
         if key not in info:
             raise BundleError(f"{path}: missing key {key!r}")

@@ -295,19 +295,8 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
             f"{directory} is not a saved baseline: {MANIFEST} is missing (train one with "
             "python train.py model=tfidf_lr; it is saved in the run dir's baseline/)"
         )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BaselineError(f"{path}: not valid JSON ({e})") from None
-    found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-    if found != FORMAT:
-        raise BaselineError(f"{path}: format is {found!r}, expected {FORMAT!r}")
-    actual = artifact.meta_checksum(manifest, BASELINE_SHA256)
-    if actual != (recorded := manifest.get(BASELINE_SHA256)):
-        raise BaselineError(
-            f"{path}: its content hashes to {actual}, not the {BASELINE_SHA256} {recorded} "
-            "recorded in it when it was saved; it was edited since (train the baseline again)"
-        )
+    redo = "train the baseline again (python train.py model=tfidf_lr)"
+    manifest = artifact.read_sealed(path, BaselineError, FORMAT, BASELINE_SHA256, lambda _: redo)
     for key in ("class_names", "decision", "settings", "seed", "sha256"):
         if key not in manifest:
             raise BaselineError(f"{path}: missing key {key!r}")
