@@ -598,17 +598,13 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_config(app: FastAPI, shutdown_grace_s: float, log_level: str, **extra: Any) -> Any:
-    import uvicorn
-
-    return uvicorn.Config(
-        app,
-        log_level=log_level,
-        access_log=False,  # the app logs each request as JSON itself (observe.Observe)
-        lifespan="off",
-        timeout_graceful_shutdown=shutdown_grace_s,
-        **extra,
-    )
+def _uvicorn_settings(shutdown_grace_s: float) -> dict[str, Any]:
+    """uvicorn's settings for this app, in one process and in each worker alike."""
+    return {
+        "access_log": False,  # the app logs each request as JSON itself (observe.Observe)
+        "lifespan": "off",
+        "timeout_graceful_shutdown": shutdown_grace_s,
+    }
 
 
 @cache
@@ -630,7 +626,10 @@ def _graceful_server() -> type:
 
 def _serve_one(app: FastAPI, sock: socket.socket, shutdown_grace_s: float, log: str) -> None:
     """One process: uvicorn on `sock` until SIGTERM or Ctrl-C."""
-    server = _graceful_server()(_uvicorn_config(app, shutdown_grace_s, log))
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level=log, **_uvicorn_settings(shutdown_grace_s))
+    server = _graceful_server()(config)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, restores the handlers it found and then
     # raises the signal again; with `until_stopped`'s handlers that ends here, status 0.
     with until_stopped():
@@ -675,10 +674,7 @@ def _serve_workers(
     from uvicorn_worker import UvicornWorker
 
     class Worker(UvicornWorker):
-        CONFIG_KWARGS = {
-            **UvicornWorker.CONFIG_KWARGS,
-            "access_log": False, "lifespan": "off", "timeout_graceful_shutdown": shutdown_grace_s,
-        }  # fmt: skip
+        CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, **_uvicorn_settings(shutdown_grace_s)}
 
         async def _serve(self) -> None:
             """uvicorn-worker's, with the graceful server above, which SIGQUIT (the arbiter's
@@ -746,10 +742,11 @@ def _serve_workers(
         Application().run()
     except BaseException as exc:
         if os.getpid() != parent:
-            # A worker that returns from gunicorn's loop (one whose server could not start, for
-            # one; a stopped worker dies of its signal) raises SystemExit in the fork, up
-            # through this process's stack: it ends here, before serve.py's code after `serve`
-            # (the metrics directory's removal, Hydra's end of job) runs in a worker.
+            # A worker that returns from gunicorn's loop (one stopped by SIGQUIT, or whose
+            # server could not start; one stopped by SIGTERM dies of the signal) raises
+            # SystemExit in the fork, up through this process's stack: it ends here, before
+            # serve.py's code after `serve` (the metrics directory's removal, Hydra's end of
+            # job) runs in a worker.
             sys.stdout.flush()
             sys.stderr.flush()
             code = exc.code if isinstance(exc, SystemExit) else 1
