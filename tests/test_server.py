@@ -371,6 +371,20 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+def _two_workers(s: Server, without: int | None = None) -> list[int]:
+    """The server's two worker processes once it has them (`without`: once that one has been
+    replaced), within 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        workers = _children(s.proc.pid)
+        if len(workers) == 2 and without not in workers:
+            return workers
+        assert time.monotonic() < deadline, (
+            f"workers {workers}, not two without {without}:\n{s.tail()}"
+        )
+        time.sleep(0.1)
+
+
 def _private_dirty_kb(pid: int, path: Path) -> int | None:
     """Private_Dirty kB of `path`'s mappings in process `pid` (None: not mapped)."""
     inside, dirty = False, None
@@ -395,10 +409,7 @@ def test_two_workers_serve_share_the_table_add_up_metrics_and_stop_on_sigterm(
     with one_thread():
         expected = reference.predict_proba(run["texts"])[:, 1]
     with serving(args, tmp_path / "log", port) as s:
-        deadline = time.monotonic() + 30  # the first worker may answer before the second forks
-        while len(workers := _children(s.proc.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(workers) == 2, s.tail()
+        workers = _two_workers(s)  # the first may answer before the second forks
 
         def served(_: int) -> np.ndarray:
             with httpx.Client(base_url=s.url) as client:  # a new connection each time
@@ -433,13 +444,7 @@ def test_two_workers_serve_share_the_table_add_up_metrics_and_stop_on_sigterm(
         # SIGQUIT (what the arbiter sends on its SIGINT) stops a worker's server, which then
         # returns from gunicorn's loop rather than dying of the signal.
         os.kill(workers[0], signal.SIGQUIT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            now = _children(s.proc.pid)
-            if len(now) == 2 and workers[0] not in now:
-                break
-            time.sleep(0.1)
-        assert len(now) == 2 and workers[0] not in now, s.tail()
+        now = _two_workers(s, without=workers[0])
         assert np.array_equal(served(0), expected)
         metrics = httpx.get(f"{s.url}/metrics").text
         assert f"{counted} {sent + 1}.0" in metrics, metrics
@@ -466,10 +471,7 @@ def test_workers_stop_when_serve_py_is_killed(
     port = free_port()
     args = serve_args(tmp_path / "bundle", port, tmp_path / "logs", "workers=2")
     with serving(args, tmp_path / "log", port) as s:
-        deadline = time.monotonic() + 30
-        while len(workers := _children(s.proc.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(workers) == 2, s.tail()
+        workers = _two_workers(s)
         s.proc.kill()
         s.proc.wait(timeout=10)
         deadline = time.monotonic() + 10
